@@ -1,0 +1,325 @@
+"""The HTTP app: where a push enters, and the answer it gets.
+
+A push goes, in order: token check -> body read (bounded) -> ``payload.parse_push`` -> token-for-serial
+check -> ``lineprotocol.PushLineBuilder`` -> ``writer.InfluxWriter.write`` -> dead-letter store for what
+could not be stored -> 200. The answer is 200 only once InfluxDB confirmed the write.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from prometheus_client import CollectorRegistry
+from werkzeug.exceptions import HTTPException
+
+from exporter.config import Config, ConfigError, DeviceToken, load_config
+from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore
+from exporter.lineprotocol import PushLineBuilder
+from exporter.metrics import Metrics, exposition
+from exporter.payload import Measurement, PayloadError, Push, Rejected, iter_measurements, parse_push
+from exporter.writer import InfluxWriter, StorageUnavailable
+
+log = logging.getLogger("exporter")
+
+RETRY_AFTER_SECONDS = 30
+_READ_CHUNK = 1 << 20
+_ACCEPTED_TYPES = frozenset({"", "application/json", "text/json", "text/plain", "application/octet-stream"})
+
+
+@dataclass
+class PushError(Exception):
+    """An expected failure answered with ``status``; ``result`` is the metrics label."""
+
+    status: int
+    result: str
+    message: str
+    headers: dict[str, str] | None = None
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+class PushReceiver:
+    """Takes one push from the request to InfluxDB; owns nothing but references to its dependencies."""
+
+    def __init__(
+        self, config: Config, writer: InfluxWriter, metrics: Metrics, deadletter: DeadLetterStore
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.metrics = metrics
+        self.deadletter = deadletter
+
+    def handle(self) -> Response:
+        """Answer the current request; every path is counted by result."""
+        started = time.perf_counter()
+        try:
+            status, body = self._receive()
+            result = body["status"]
+            response = _json(status, body)
+        except PushError as exc:
+            result = exc.result
+            response = _json(exc.status, {"status": "error", "message": exc.message}, exc.headers)
+            level = logging.WARNING if exc.status != 503 else logging.ERROR
+            log.log(level, "push from %s answered %d: %s", request.remote_addr, exc.status, exc.message)
+        self.metrics.pushes.labels(result).inc()
+        self.metrics.push_duration.observe(time.perf_counter() - started)
+        return response
+
+    def _authorize(self) -> DeviceToken | None:
+        if not self.config.auth_required:
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        matched = None
+        if scheme.lower() == "bearer" and presented:
+            # Compare with every token so the time taken does not reveal which one nearly matched.
+            for token in self.config.device_tokens:
+                if hmac.compare_digest(token.token.encode(), presented.strip().encode()):
+                    matched = token
+        if matched is None:
+            raise PushError(
+                401,
+                "unauthorized",
+                "missing or wrong API token: enter the token in the device's push settings (API token)",
+                {"WWW-Authenticate": 'Bearer realm="axis-exporter"'},
+            )
+        return matched
+
+    def _read_body(self) -> bytes:
+        limit = self.config.max_body_bytes
+        too_large = PushError(
+            413,
+            "too_large",
+            f"body larger than {limit} bytes: raise AXIS_EXPORTER_MAX_BODY_BYTES if this push is genuine",
+        )
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        chunks, size = [], 0
+        # Counted while reading, so a chunked body without Content-Length cannot exhaust memory either.
+        while chunk := request.stream.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        self.metrics.push_body_bytes.observe(size)
+        return b"".join(chunks)
+
+    def _keep(self, entry: DeadLetterEntry) -> None:
+        """Store ``entry`` in the dead-letter store and count it; DeadLetterFull propagates."""
+        written = self.deadletter.put(entry)
+        self.metrics.deadletter_measurements.inc(max(len(entry.items), 1))
+        self.metrics.deadletter_bytes.inc(written)
+
+    def _receive(self) -> tuple[int, dict[str, Any]]:
+        token = self._authorize()
+        if request.mimetype not in _ACCEPTED_TYPES and not request.mimetype.endswith("+json"):
+            raise PushError(
+                415,
+                "unsupported_media_type",
+                f"Content-Type {request.mimetype!r} is not accepted: send the push as application/json",
+            )
+        body = self._read_body()
+        received_at = int(time.time())
+        try:
+            push = parse_push(body)
+        except PayloadError as exc:
+            self._keep_bad_body(body, str(exc))
+            raise PushError(400, "bad_request", str(exc)) from None
+        if token is not None and not token.allows(push.sensor.serial):
+            raise PushError(
+                403,
+                "forbidden",
+                f"this API token is not allowed to push for serial {push.sensor.serial!r}",
+            )
+        for warning in push.warnings:
+            log.warning("sensor %s (%s): %s", push.sensor.name, push.sensor.serial, warning)
+        return self._store(push, received_at)
+
+    def _keep_bad_body(self, body: bytes, reason: str) -> None:
+        entry = DeadLetterEntry(
+            reason=reason,
+            serial="",
+            remote_addr=request.remote_addr or "",
+            items=[],
+            raw_body=body[:1_000_000].decode("utf-8", "replace"),
+        )
+        try:
+            self._keep(entry)
+        except DeadLetterFull as exc:
+            log.error("rejected push not kept: %s", exc)
+
+    def _store(self, push: Push, received_at: int) -> tuple[int, dict[str, Any]]:
+        started = time.perf_counter()
+        builder = PushLineBuilder(push)
+        lines: list[str] = []
+        measurements: list[Measurement] = []
+        rejected: list[Rejected] = []
+        for measurement in iter_measurements(push):
+            if isinstance(measurement, Rejected):
+                rejected.append(measurement)
+            else:
+                measurements.append(measurement)
+                lines.extend(builder.measurement_lines(measurement))
+        # Last, so that a sensor_push point implies the data before it was stored.
+        lines.append(builder.sensor_push_line(len(measurements), received_at))
+        sensor = push.sensor
+        try:
+            outcome = self.writer.write(lines)
+            self.metrics.influxdb_up.set(1)
+        except StorageUnavailable as exc:
+            self.metrics.influxdb_up.set(0)
+            raise PushError(
+                503,
+                "storage_unavailable",
+                f"not stored, the device will re-send: {exc}",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
+        self.metrics.points_written.inc(outcome.written)
+        try:
+            self._keep_rejected(push, rejected, outcome.refused)
+        except DeadLetterFull as exc:
+            # The device keeps what we answer non-200 for; that beats dropping the data here.
+            raise PushError(
+                503, "storage_unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
+        span = (
+            (min(m.utc_from for m in measurements), max(m.utc_to for m in measurements))
+            if measurements
+            else None
+        )
+        self.metrics.record_sensor_push(sensor.name, sensor.serial, received_at, len(measurements), span)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if push.test_connection:
+            log.info(
+                "Connection from %s established successfully (sensor %s, serial %s)",
+                sensor.ip_address or request.remote_addr,
+                sensor.name,
+                sensor.serial,
+            )
+            return 200, {"status": "test_connection", "message": "connection established", "points": 1}
+        points = outcome.written - 1
+        not_stored = len(rejected) + len(outcome.refused)
+        log.info(
+            "push sensor=%s serial=%s intervals=%d points=%d rejected=%d %.1f ms",
+            sensor.name,
+            sensor.serial,
+            len(measurements),
+            points,
+            not_stored,
+            elapsed_ms,
+        )
+        body: dict[str, Any] = {
+            "status": "partial" if not_stored else "ok",
+            "intervals": len(measurements),
+            "points": points,
+            "rejected": not_stored,
+        }
+        if not_stored:
+            body["message"] = (
+                f"{not_stored} measurement(s)/point(s) could not be stored and were kept in the "
+                "dead-letter store; the rest is stored"
+            )
+        return 200, body
+
+    def _keep_rejected(self, push: Push, rejected: list[Rejected], refused: list[tuple[str, str]]) -> None:
+        common = {"serial": push.sensor.serial, "remote_addr": request.remote_addr or ""}
+        if rejected:
+            reasons = sorted({r.reason for r in rejected})
+            self._keep(
+                DeadLetterEntry(
+                    reason="invalid measurement(s): " + "; ".join(reasons[:10]),
+                    items=[{"reason": r.reason, "measurement": r.raw} for r in rejected],
+                    **common,
+                )
+            )
+        if refused:
+            self._keep(
+                DeadLetterEntry(
+                    reason="refused by InfluxDB: " + refused[0][1],
+                    items=[{"reason": reason, "line": line} for line, reason in refused],
+                    **common,
+                )
+            )
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    writer: InfluxWriter | None = None,
+    metrics: Metrics | None = None,
+    deadletter: DeadLetterStore | None = None,
+) -> Flask:
+    """Build the WSGI app; dependencies not given are made from ``config`` (default: the environment)."""
+    if config is None:
+        config = load_config(os.environ)
+    if metrics is None:
+        metrics = Metrics(CollectorRegistry(auto_describe=True), config.max_sensors)
+    if writer is None:
+        if config.influx is None:
+            raise ConfigError(
+                "INFLUXDB_V2_URL is not set: point it at InfluxDB (or run `axis-exporter serve`, which "
+                "starts a local one)"
+            )
+        writer = InfluxWriter(
+            config.influx, config.write_chunk_lines, metrics.influxdb_write_duration.observe
+        )
+    if deadletter is None:
+        deadletter = DeadLetterStore(config.deadletter_dir, config.deadletter_max_bytes)
+    receiver = PushReceiver(config, writer, metrics, deadletter)
+
+    app = Flask("exporter")
+    app.extensions["axis_exporter"] = receiver
+
+    if not config.auth_required:
+        log.warning(
+            "AXIS_EXPORTER_TOKENS is not set: ANY client can push data. Set device tokens for production."
+        )
+
+    @app.post("/push")
+    @app.post("/")
+    def push() -> Response:
+        return receiver.handle()
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json(200, {"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        ready = writer.reachable()
+        metrics.influxdb_up.set(1 if ready else 0)
+        if ready:
+            return _json(200, {"status": "ready"})
+        return _json(
+            503,
+            {"status": "unavailable", "message": f"InfluxDB at {writer.config.url} is not reachable"},
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        text, content_type = exposition(metrics, config.prometheus_multiproc_dir)
+        return Response(text, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return _json(status, {"status": "error", "message": exc.description or exc.name})
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        if request.method == "POST":
+            metrics.pushes.labels("internal_error").inc()
+        return _json(500, {"status": "error", "message": "internal error; see the receiver's log"})
+
+    return app

@@ -1,0 +1,158 @@
+"""Command line: ``axis-exporter serve|simulate|certs``. Every option also reads an environment variable."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from exporter import __version__
+from exporter.certs import certs
+from exporter.config import Config, ConfigError, InfluxConfig, load_config
+
+# from exporter.simulate import simulate  (pending)
+
+log = logging.getLogger("exporter")
+
+LOCAL_BUCKET = "axis"
+LOCAL_INFLUXD_PORT = 8186
+LOCAL_BRIDGE_PORT = 8187
+
+
+def configure_logging(level: str) -> None:
+    """One format for the receiver's and gunicorn's lines."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="axis-exporter")
+def main() -> None:
+    """Receive Axis people counters' Generic Data Push, store it in InfluxDB, expose Prometheus metrics."""
+
+
+@contextlib.contextmanager
+def _local_influx(config: Config, directory: Path) -> Iterator[Config]:
+    """Start a local InfluxDB when none is configured, so a newcomer gets a working receiver at once."""
+    if config.influx is not None:
+        yield config
+        return
+    from exporter.localdb import LocalInflux, LocalInfluxError
+
+    local = LocalInflux(
+        directory / "influxdb", influxd_port=LOCAL_INFLUXD_PORT, bridge_port=LOCAL_BRIDGE_PORT
+    )
+    try:
+        local.start()
+        local.create_database(LOCAL_BUCKET)
+    except LocalInfluxError as exc:
+        local.close()
+        raise click.ClickException(
+            f"INFLUXDB_V2_URL is not set and a local InfluxDB could not start: {exc}"
+        ) from exc
+    log.warning(
+        "INFLUXDB_V2_URL is not set: using a local InfluxDB with data in %s. Look at what arrives with: "
+        "curl -sG %s/query --data-urlencode db=%s --data-urlencode 'q=SELECT * FROM people_count'",
+        local.base_dir,
+        local.influxd_url,
+        LOCAL_BUCKET,
+    )
+    try:
+        yield dataclasses.replace(
+            config, influx=InfluxConfig(url=local.url, org="-", token=local.token, bucket=LOCAL_BUCKET)
+        )
+    finally:
+        local.close()
+
+
+@main.command()
+@click.option(
+    "--bind",
+    envvar="AXIS_EXPORTER_BIND",
+    default="0.0.0.0:8080",
+    show_default=True,
+    help="HOST:PORT to listen on. [env AXIS_EXPORTER_BIND]",
+)
+@click.option(
+    "--workers",
+    envvar="AXIS_EXPORTER_WORKERS",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Worker processes. [env AXIS_EXPORTER_WORKERS]",
+)
+@click.option(
+    "--threads",
+    envvar="AXIS_EXPORTER_THREADS",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Threads per worker. [env AXIS_EXPORTER_THREADS]",
+)
+@click.option(
+    "--certfile",
+    envvar="AXIS_EXPORTER_CERTFILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve HTTPS with this certificate (PEM). [env AXIS_EXPORTER_CERTFILE]",
+)
+@click.option(
+    "--keyfile",
+    envvar="AXIS_EXPORTER_KEYFILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Private key of --certfile (PEM). [env AXIS_EXPORTER_KEYFILE]",
+)
+@click.option(
+    "--local-dir",
+    envvar="AXIS_EXPORTER_LOCAL_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".axis-exporter"),
+    show_default=True,
+    help="Where the local InfluxDB keeps its data when INFLUXDB_V2_URL is not set. "
+    "[env AXIS_EXPORTER_LOCAL_DIR]",
+)
+def serve(
+    bind: str, workers: int, threads: int, certfile: str | None, keyfile: str | None, local_dir: Path
+) -> None:
+    """Run the receiver under gunicorn."""
+    try:
+        config = load_config(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    if bool(certfile) != bool(keyfile):
+        raise click.ClickException("--certfile and --keyfile go together: give both or neither")
+    configure_logging(config.log_level)
+    multiproc_dir = config.prometheus_multiproc_dir or Path(tempfile.mkdtemp(prefix="axis-exporter-metrics-"))
+    # prometheus_client picks its multiprocess storage when first imported: set the variable before that.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+    from exporter.server import GunicornServer, ServerOptions, reset_multiprocess_dir
+
+    reset_multiprocess_dir(multiproc_dir)
+    config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
+    options = ServerOptions(bind=bind, workers=workers, threads=threads, certfile=certfile, keyfile=keyfile)
+    with _local_influx(config, local_dir) as effective:
+        assert effective.influx is not None
+        log.info(
+            "axis-exporter %s listening on %s://%s (%d workers x %d threads), writing to %s bucket %s",
+            __version__,
+            "https" if certfile else "http",
+            bind,
+            workers,
+            threads,
+            effective.influx.url,
+            effective.influx.bucket,
+        )
+        GunicornServer(effective, options).run()
+
+
+# main.add_command(simulate)
+main.add_command(certs)

@@ -1,0 +1,157 @@
+"""Configuration: read once from an environment mapping into a frozen, typed object."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # a 90-day one-minute backfill is about 35 MB
+DEFAULT_DEADLETTER_MAX_BYTES = 1024 * 1024 * 1024
+DEFAULT_WRITE_CHUNK_LINES = 10_000
+DEFAULT_MAX_SENSORS = 2_000
+DEFAULT_INFLUXDB_TIMEOUT_MS = 10_000
+
+_SERIAL_PATTERN = re.compile(r"^[^\s,]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    """A device API token, optionally bound to the serials it may push for (empty: any serial)."""
+
+    token: str
+    serials: frozenset[str] = frozenset()
+
+    def allows(self, serial: str) -> bool:
+        """Whether this token may push data for ``serial``."""
+        return not self.serials or serial.upper() in self.serials
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    """Where and how to write to InfluxDB (names follow the influxdb-client library)."""
+
+    url: str
+    org: str
+    token: str
+    bucket: str
+    timeout_ms: int = DEFAULT_INFLUXDB_TIMEOUT_MS
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the receiver needs, validated."""
+
+    influx: InfluxConfig | None
+    device_tokens: tuple[DeviceToken, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    deadletter_dir: Path = Path("deadletter")
+    deadletter_max_bytes: int = DEFAULT_DEADLETTER_MAX_BYTES
+    write_chunk_lines: int = DEFAULT_WRITE_CHUNK_LINES
+    max_sensors: int = DEFAULT_MAX_SENSORS
+    log_level: str = "INFO"
+    prometheus_multiproc_dir: Path | None = None
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether pushes must carry a device token."""
+        return bool(self.device_tokens)
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """Read ``name`` or the file named by ``name_FILE`` (the Docker-secrets convention)."""
+    file_var = f"{name}_FILE"
+    if env.get(name) and env.get(file_var):
+        raise ConfigError(f"{name} and {file_var} are both set: set only one of them")
+    if env.get(file_var):
+        path = Path(env[file_var])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{file_var}: cannot read {path}: {exc.strerror}") from exc
+    value = env.get(name)
+    return value.strip() if value else None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def parse_device_tokens(raw: str, source: str) -> tuple[DeviceToken, ...]:
+    """Parse ``token[:SERIAL[|SERIAL...]]`` entries separated by commas or newlines.
+
+    A token without serials may push for any device; ``t1:ACCC8E01|ACCC8E02`` only for those two.
+    """
+    tokens: list[DeviceToken] = []
+    for entry in re.split(r"[,\n]", raw):
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        secret, _, serial_list = entry.partition(":")
+        secret = secret.strip()
+        if not secret:
+            raise ConfigError(f"{source}: an entry has an empty token before ':'")
+        serials = frozenset(s.strip().upper() for s in serial_list.split("|") if s.strip())
+        for serial in serials:
+            if not _SERIAL_PATTERN.match(serial):
+                raise ConfigError(f"{source}: serial {serial!r} for a token contains spaces or commas")
+        tokens.append(DeviceToken(secret, serials))
+    if raw.strip() and not tokens:
+        raise ConfigError(f"{source} is set but holds no token")
+    return tuple(tokens)
+
+
+def _influx(env: Mapping[str, str]) -> InfluxConfig | None:
+    url = env.get("INFLUXDB_V2_URL", "").strip()
+    if not url:
+        return None
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"INFLUXDB_V2_URL={url!r} must look like http://host:8086")
+    bucket = env.get("INFLUXDB_V2_BUCKET", "").strip()
+    if not bucket:
+        raise ConfigError("INFLUXDB_V2_BUCKET is not set: name the bucket (database) to write to")
+    return InfluxConfig(
+        url=url.rstrip("/"),
+        org=env.get("INFLUXDB_V2_ORG", "").strip() or "-",
+        token=_secret(env, "INFLUXDB_V2_TOKEN") or "",
+        bucket=bucket,
+        timeout_ms=_positive_int(env, "INFLUXDB_V2_TIMEOUT", DEFAULT_INFLUXDB_TIMEOUT_MS),
+    )
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Build the configuration from an environment mapping; raise ConfigError naming the bad variable."""
+    tokens_raw = _secret(env, "AXIS_EXPORTER_TOKENS")
+    tokens = parse_device_tokens(tokens_raw, "AXIS_EXPORTER_TOKENS") if tokens_raw else ()
+    log_level = env.get("AXIS_EXPORTER_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"AXIS_EXPORTER_LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return Config(
+        influx=_influx(env),
+        device_tokens=tokens,
+        max_body_bytes=_positive_int(env, "AXIS_EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        deadletter_dir=Path(env.get("AXIS_EXPORTER_DEADLETTER_DIR", "").strip() or "deadletter"),
+        deadletter_max_bytes=_positive_int(
+            env, "AXIS_EXPORTER_DEADLETTER_MAX_BYTES", DEFAULT_DEADLETTER_MAX_BYTES
+        ),
+        write_chunk_lines=_positive_int(env, "AXIS_EXPORTER_WRITE_CHUNK_LINES", DEFAULT_WRITE_CHUNK_LINES),
+        max_sensors=_positive_int(env, "AXIS_EXPORTER_MAX_SENSORS", DEFAULT_MAX_SENSORS),
+        log_level=log_level,
+        prometheus_multiproc_dir=(
+            Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None
+        ),
+    )

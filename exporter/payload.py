@@ -1,0 +1,261 @@
+"""Parsing and validation of an Axis Generic Data Push (protocol V0_4) body."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+EXPECTED_API_NAME = "Axis Retail Data"
+EXPECTED_API_VERSION = "0.4"
+
+PROTOCOL_FIX = (
+    "switch the device to push protocol V0_4: on AXIS P8815-2 3D People Counter set "
+    '{"push_protocol_version": "V0_4"} (PATCH /a3dpc/api/settings); on AXIS People Counter set '
+    "root.Tvpc.GenericHTTPPost0ProtocolVersion=V0_4 (param.cgi)"
+)
+
+# Largest value InfluxDB stores: int64 fields, and nanosecond timestamps before 2262.
+_MAX_INT64 = 2**63 - 1
+_MAX_EPOCH_SECONDS = _MAX_INT64 // 1_000_000_000
+
+
+class PayloadError(ValueError):
+    """The push as a whole cannot be used; the message says what is wrong and how to fix it."""
+
+
+class MeasurementError(ValueError):
+    """One measurement cannot be stored; the rest of the push still can."""
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """The ``sensor`` object of a push."""
+
+    name: str
+    serial: str
+    application: str
+    application_version: str
+    timezone: str
+    ip_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One direction of one measurement: ``count``, ``adults`` (3D counter) and other numeric values."""
+
+    direction: str
+    count: int
+    adults: int | None
+    extra: tuple[tuple[str, float], ...]
+
+
+class Measurement(NamedTuple):
+    """One validated counting interval."""
+
+    utc_from: int
+    utc_to: int
+    kind: str
+    items: tuple[Item, ...]
+
+
+class Rejected(NamedTuple):
+    """A measurement that failed validation, kept as sent with the reason."""
+
+    reason: str
+    raw: object
+
+
+_EMPTY_ITEMS = (Item("in", 0, None, ()), Item("out", 0, None, ()))
+
+
+@dataclass(frozen=True)
+class Push:
+    """A parsed push: header, sensor and its raw measurement list (validated lazily, one by one)."""
+
+    api_name: object
+    api_version: object
+    utc_sent: int | None
+    sensor: SensorInfo
+    raw_measurements: list[Any]
+    test_connection: bool
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def protocol_matches(self) -> bool:
+        """Whether the device announced the protocol this receiver implements."""
+        return self.api_name == EXPECTED_API_NAME and self.api_version == EXPECTED_API_VERSION
+
+
+def parse_utc(value: object) -> int:
+    """Parse an ISO 8601 time as sent in ``utcFrom``/``utcSent`` into unix seconds (naive means UTC)."""
+    if not isinstance(value, str):
+        raise MeasurementError(f"time {value!r} is not a string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise MeasurementError(f"time {value!r} is not an ISO 8601 date and time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    seconds = math.floor(parsed.timestamp())
+    if not 0 <= seconds <= _MAX_EPOCH_SECONDS:
+        raise MeasurementError(f"time {value!r} is outside the range InfluxDB stores (1970-2262)")
+    return seconds
+
+
+def _text(obj: dict[str, Any], *keys: str) -> str:
+    """First of ``keys`` present in ``obj`` as text ('' if none); numbers are accepted as text."""
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str):
+            return value.strip()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    return ""
+
+
+def _parse_sensor(doc: dict[str, Any]) -> tuple[SensorInfo, list[str]]:
+    sensor = doc.get("sensor")
+    if not isinstance(sensor, dict):
+        raise PayloadError(
+            "the push has no 'sensor' object; is this an Axis Generic Data Push? If it is, " + PROTOCOL_FIX
+        )
+    serial = _text(sensor, "serial")
+    if not serial:
+        raise PayloadError("sensor.serial is missing or empty: the device's serial number identifies it")
+    name = _text(sensor, "name")
+    warnings = []
+    if not name:
+        # The guide asks for a device name (Setup > Counter); fall back so the data is still usable.
+        warnings.append("sensor.name is empty: using the serial as name; set a name under Setup > Counter")
+        name = serial
+    info = SensorInfo(
+        name=name,
+        serial=serial,
+        application=_text(sensor, "application"),
+        application_version=_text(sensor, "applicationVersion"),
+        timezone=_text(sensor, "timeZone", "timezone"),
+        ip_address=_text(sensor, "ipAddress"),
+    )
+    return info, warnings
+
+
+def _collect_measurements(data: object) -> list[Any]:
+    """Measurements of ``data``, whether it is one object (sample code) or an array (field table)."""
+    blocks = data if isinstance(data, list) else [data]
+    measurements: list[Any] = []
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            raise PayloadError(f"data[{index}] is not an object; {PROTOCOL_FIX}")
+        block_measurements = block.get("measurements")
+        if block_measurements is None:
+            continue
+        if not isinstance(block_measurements, list):
+            raise PayloadError(f"data measurements is not an array; {PROTOCOL_FIX}")
+        measurements.extend(block_measurements)
+    return measurements
+
+
+def parse_push(body: bytes) -> Push:
+    """Parse and check the envelope of a push; measurements are checked later by ``iter_measurements``."""
+    if not body.strip():
+        raise PayloadError("the body is empty: expected the JSON of an Axis Generic Data Push")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):
+            raise PayloadError("the JSON nests too deeply to be an Axis push") from None
+        raise PayloadError(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise PayloadError(f"the body is JSON {type(doc).__name__}, expected an object (a push)")
+    sensor, warnings = _parse_sensor(doc)
+    api_name, api_version = doc.get("apiName"), doc.get("apiVersion")
+    if (api_name, api_version) != (EXPECTED_API_NAME, EXPECTED_API_VERSION):
+        warnings.append(
+            f"apiName/apiVersion is {api_name!r}/{api_version!r}, expected "
+            f"{EXPECTED_API_NAME!r}/{EXPECTED_API_VERSION!r}: stored anyway; {PROTOCOL_FIX}"
+        )
+    data = doc.get("data")
+    utc_sent: int | None
+    try:
+        utc_sent = parse_utc(doc["utcSent"]) if "utcSent" in doc else None
+    except MeasurementError as exc:
+        warnings.append(f"utcSent ignored: {exc}")
+        utc_sent = None
+    return Push(
+        api_name=api_name,
+        api_version=api_version,
+        utc_sent=utc_sent,
+        sensor=sensor,
+        raw_measurements=[] if data is None else _collect_measurements(data),
+        test_connection=data is None,
+        warnings=tuple(warnings),
+    )
+
+
+def _count(item: dict[str, Any], key: str) -> int:
+    value = item[key]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MeasurementError(f"{key} {value!r} is not a whole number")
+    if not 0 <= value <= _MAX_INT64:
+        raise MeasurementError(f"{key} {value} is negative or too large")
+    return value
+
+
+def _item(raw: object) -> Item:
+    if not isinstance(raw, dict):
+        raise MeasurementError(f"item {raw!r} is not an object")
+    direction = raw.get("direction")
+    if not isinstance(direction, str) or not direction.strip():
+        raise MeasurementError(f"item direction {direction!r} is not a non-empty string")
+    if "count" not in raw:
+        raise MeasurementError(f"item for direction {direction!r} has no count")
+    count = _count(raw, "count")
+    adults = _count(raw, "adults") if raw.get("adults") is not None else None
+    extra = tuple(
+        (key, float(value))
+        for key, value in raw.items()
+        if key not in ("direction", "count", "adults")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+    return Item(direction.strip(), count, adults, extra)
+
+
+def validate_measurement(raw: object) -> Measurement:
+    """Check one raw measurement; raise MeasurementError saying what is wrong."""
+    if not isinstance(raw, dict):
+        raise MeasurementError(f"measurement is a JSON {type(raw).__name__}, expected an object")
+    if "utcFrom" not in raw:
+        raise MeasurementError("measurement has no utcFrom")
+    utc_from = parse_utc(raw["utcFrom"])
+    utc_to = parse_utc(raw["utcTo"]) if raw.get("utcTo") is not None else utc_from
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or not kind.strip():
+        raise MeasurementError(f"measurement kind {kind!r} is not a non-empty string")
+    raw_items = raw.get("items")
+    if raw_items is None or raw_items == []:
+        # No items means no traffic: store explicit zeros so it is not mistaken for missing data.
+        return Measurement(utc_from, utc_to, kind.strip(), _EMPTY_ITEMS)
+    if not isinstance(raw_items, list):
+        raise MeasurementError(f"items is a JSON {type(raw_items).__name__}, expected an array or null")
+    items = tuple(_item(raw_item) for raw_item in raw_items)
+    if len({item.direction for item in items}) != len(items):
+        raise MeasurementError("a direction appears more than once in items")
+    return Measurement(utc_from, utc_to, kind.strip(), items)
+
+
+def iter_measurements(push: Push) -> Iterator[Measurement | Rejected]:
+    """Validate the push's measurements one by one, in order, without stopping at a bad one."""
+    for raw in push.raw_measurements:
+        try:
+            yield validate_measurement(raw)
+        except MeasurementError as exc:
+            yield Rejected(str(exc), raw)

@@ -1,0 +1,77 @@
+"""Runs the app under gunicorn (several worker processes, each with a few threads)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from exporter.config import Config
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How gunicorn listens and how many workers it runs."""
+
+    bind: str = "0.0.0.0:8080"
+    workers: int = 2
+    threads: int = 4
+    certfile: str | None = None
+    keyfile: str | None = None
+    # Seconds a client may take to send its request; a trickling client must not hold a thread forever.
+    timeout: int = 120
+    keepalive: int = 5
+
+
+def reset_multiprocess_dir(directory: Path) -> None:
+    """Empty the prometheus-client multiprocess directory, so that a restart starts counters at zero."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: drop a dead worker's live gauges; its counters stay in the aggregate."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+    """A gunicorn application that builds one app per worker from an already validated config."""
+
+    def __init__(self, config: Config, options: ServerOptions) -> None:
+        self.config = config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Hand our options to gunicorn (its name for this hook; nothing is read from the environment)."""
+        settings: dict[str, Any] = {
+            "bind": [self.options.bind],
+            "workers": self.options.workers,
+            "threads": self.options.threads,
+            "worker_class": "gthread",
+            "timeout": self.options.timeout,
+            "graceful_timeout": 30,
+            "keepalive": self.options.keepalive,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": self.config.log_level.lower(),
+            "proc_name": "axis-exporter",
+            "child_exit": _child_exit,
+        }
+        if self.options.certfile:
+            settings["certfile"] = self.options.certfile
+            settings["keyfile"] = self.options.keyfile
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Build the WSGI app inside the worker, after fork: its connections are its own."""
+        from exporter.app import create_app
+
+        return create_app(self.config)

@@ -1,0 +1,277 @@
+"""The receiver end to end: HTTP in, real InfluxDB out (Flask test client, real writer and database)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask.testing import FlaskClient
+
+from exporter.app import create_app
+from exporter.config import Config, DeviceToken
+from exporter.localdb import LocalInflux
+from tests.support import make_config, payload
+
+SERIAL_3D = "ACCC8EF3D92E"
+
+
+def counts(influx: LocalInflux, bucket: str) -> dict[tuple[int, str], dict[str, Any]]:
+    """people_count rows keyed by (unix time, direction)."""
+    rows = influx.query(bucket, 'SELECT * FROM people_count GROUP BY "direction"')
+    return {(row["time"], row["direction"]): row for row in rows}
+
+
+def post(client: FlaskClient, document: object, **kwargs: Any) -> Any:
+    """POST a push as JSON; return the response."""
+    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+    return client.post(kwargs.pop("path", "/push"), data=orjson.dumps(document), headers=headers, **kwargs)
+
+
+def deadletter_files(config: Config) -> list[dict[str, Any]]:
+    """The dead-letter store's entries, oldest first."""
+    if not config.deadletter_dir.exists():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(config.deadletter_dir.glob("*.json"))]
+
+
+def test_sample_push_is_stored_one_point_per_item(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    response = post(client, payload("sample-3d-object-data"))
+    assert response.status_code == 200, response.json
+    assert response.json == {"status": "ok", "intervals": 3, "points": 6, "rejected": 0}
+    rows = counts(influx, bucket)
+    assert len(rows) == 6
+    first_in = rows[(1618305540, "in")]
+    assert (first_in["count"], first_in["adults"]) == (3, 2)
+    assert first_in["sensor"] == "axis-accc8ef3d92e"
+    assert first_in["serial"] == SERIAL_3D
+    assert first_in["kind"] == "people-counts"
+    assert rows[(1618305660, "out")]["count"] == 2
+
+
+def test_array_data_and_root_path_store_the_same_points(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    assert post(client, payload("data-array"), path="/").status_code == 200
+    rows = counts(influx, bucket)
+    assert {key: row["count"] for key, row in rows.items()} == {
+        (1618305540, "in"): 3,
+        (1618305540, "out"): 1,
+        (1618305600, "in"): 0,
+        (1618305600, "out"): 4,
+        (1618305660, "in"): 7,
+        (1618305660, "out"): 2,
+    }
+
+
+def test_lowercase_timezone_key_and_2d_counter(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+    assert post(client, payload("timezone-lowercase-2d")).status_code == 200
+    (push,) = influx.query(bucket, "SELECT * FROM sensor_push")
+    assert push["timezone"] == "America/New_York"
+    assert push["test"] is False
+    assert push["intervals"] == 1
+    rows = counts(influx, bucket)
+    assert rows[(1636263900, "in")].get("adults") is None, "2D counters send no adults"
+
+
+def test_null_and_empty_items_store_zero_for_both_directions(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    assert post(client, payload("null-and-empty-items")).status_code == 200
+    rows = counts(influx, bucket)
+    assert {key: row["count"] for key, row in rows.items()} == {
+        (1618275600, "in"): 0,
+        (1618275600, "out"): 0,
+        (1618275660, "in"): 0,
+        (1618275660, "out"): 0,
+    }
+
+
+def test_item_order_does_not_matter(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+    assert post(client, payload("reversed-items")).status_code == 200
+    rows = counts(influx, bucket)
+    assert rows[(1618305540, "in")]["count"] == 2
+    assert rows[(1618305540, "out")]["count"] == 5
+
+
+def test_test_connection_is_acknowledged_and_recorded(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    response = post(client, payload("test-connection"))
+    assert response.status_code == 200
+    assert response.json["status"] == "test_connection"
+    (push,) = influx.query(bucket, "SELECT * FROM sensor_push")
+    assert push["test"] is True
+    assert push["ip_address"] == "192.168.1.106"
+    assert push["application"] == "AXIS 3D People Counter"
+    assert push["time"] == 1618305744, "sensor_push is timestamped with utcSent"
+    assert influx.query(bucket, "SELECT * FROM people_count") == []
+
+
+def test_names_with_line_protocol_specials_come_back_intact(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    assert post(client, payload("escaping")).status_code == 200
+    rows = influx.query(bucket, "SELECT * FROM people_count WHERE \"sensor\" = 'Entrée, Main=Door 2'")
+    assert len(rows) == 2
+    assert {row["sensor"] for row in rows} == {"Entrée, Main=Door 2"}
+    (push,) = influx.query(bucket, "SELECT * FROM sensor_push")
+    assert push["ip_address"] == '10.0.0."13"\\x'
+
+
+def test_partial_corruption_stores_the_rest_and_keeps_the_bad_part(
+    client: FlaskClient, config: Config, influx: LocalInflux, bucket: str
+) -> None:
+    response = post(client, payload("partial-corruption"))
+    assert response.status_code == 200, "a 4xx would make the device re-send the bad interval forever"
+    assert response.json["status"] == "partial"
+    assert response.json["rejected"] == 4
+    rows = counts(influx, bucket)
+    assert set(rows) == {(1618305720, "in"), (1618305720, "out")}
+    (entry,) = deadletter_files(config)
+    assert entry["serial"] == "B8A44F000001"
+    reasons = [item["reason"] for item in entry["items"]]
+    assert "count -3 is negative or too large" in reasons
+    assert entry["items"][0]["measurement"]["utcFrom"] == "not-a-time"
+
+
+def test_resend_overwrites_instead_of_double_counting(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    document = payload("sample-3d-object-data")
+    for _ in range(3):
+        assert post(client, document).status_code == 200
+    totals = influx.query(bucket, 'SELECT SUM("count") AS total FROM people_count GROUP BY "direction"')
+    assert {row["direction"]: row["total"] for row in totals} == {"in": 10, "out": 7}
+
+
+def test_storage_outage_answers_503_then_stores_the_resend(
+    client: FlaskClient, influx: LocalInflux, bucket: str
+) -> None:
+    document = payload("sample-3d-object-data")
+    influx.stop_bridge()
+    try:
+        response = post(client, document)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+        assert "re-send" in response.json["message"]
+        assert client.get("/readyz").status_code == 503
+    finally:
+        influx.start_bridge()
+    assert influx.query(bucket, "SELECT * FROM people_count") == [], "nothing may be half-acknowledged"
+    assert post(client, document).status_code == 200
+    assert len(counts(influx, bucket)) == 6
+    assert client.get("/readyz").status_code == 200
+
+
+def test_influxdb_rejecting_our_token_is_503(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+    config = make_config(influx, bucket, tmp_path)
+    assert config.influx is not None
+    wrong = dataclasses.replace(config, influx=dataclasses.replace(config.influx, token="nope"))
+    client = create_app(wrong).test_client()
+    response = post(client, payload("sample-3d-object-data"))
+    assert response.status_code == 503
+    assert "401" in response.json["message"]
+
+
+def test_device_token_is_required_when_configured(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+    config = make_config(influx, bucket, tmp_path, device_tokens=(DeviceToken("s3cret"),))
+    client = create_app(config).test_client()
+    document = payload("sample-3d-object-data")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        response = post(client, document, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert influx.query(bucket, "SELECT * FROM people_count") == []
+    assert post(client, document, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_token_bound_to_serials_cannot_push_for_another_device(
+    influx: LocalInflux, bucket: str, tmp_path: Path
+) -> None:
+    config = make_config(
+        influx, bucket, tmp_path, device_tokens=(DeviceToken("cam1", frozenset({"B8A44F000001"})),)
+    )
+    client = create_app(config).test_client()
+    auth = {"Authorization": "Bearer cam1"}
+    response = post(client, payload("sample-3d-object-data"), headers=auth)
+    assert response.status_code == 403
+    assert influx.query(bucket, "SELECT * FROM people_count") == []
+    assert post(client, payload("timezone-lowercase-2d"), headers=auth).status_code == 200
+
+
+def test_body_over_the_limit_is_413(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+    client = create_app(make_config(influx, bucket, tmp_path, max_body_bytes=1000)).test_client()
+    document = payload("sample-3d-object-data")
+    response = post(client, document)
+    assert response.status_code == 413
+    assert "AXIS_EXPORTER_MAX_BODY_BYTES" in response.json["message"]
+    assert influx.query(bucket, "SELECT * FROM people_count") == []
+
+
+def test_bad_bodies_get_400_with_a_reason_and_are_kept(client: FlaskClient, config: Config) -> None:
+    response = client.post("/push", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "not valid JSON" in response.get_data(as_text=True)
+    response = post(client, {"apiName": "Axis Retail Data", "data": {"measurements": []}})
+    assert response.status_code == 400
+    assert "V0_4" in response.json["message"], "the answer names the protocol fix"
+    kept = deadletter_files(config)
+    assert kept[0]["raw_body"] == "{not json"
+
+
+def test_wrong_content_type_and_method(client: FlaskClient) -> None:
+    response = client.post("/push", data="a=1", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert "application/json" in response.get_data(as_text=True)
+    response = client.get("/push")
+    assert response.status_code == 405
+    assert response.is_json
+
+
+def test_other_protocol_version_is_stored(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+    assert post(client, payload("other-api-version")).status_code == 200
+    assert len(counts(influx, bucket)) == 2
+
+
+def test_points_beyond_retention_are_kept_and_the_push_acknowledged(
+    influx: LocalInflux, tmp_path: Path
+) -> None:
+    influx.create_database("short_retention", retention="1h")
+    config = make_config(influx, "short_retention", tmp_path, write_chunk_lines=4)
+    client = create_app(config).test_client()
+    document = copy.deepcopy(payload("sample-3d-object-data"))
+    # The last interval is recent and fits the 1h retention; the older ones do not.
+    now = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
+    document["data"]["measurements"][2]["utcFrom"] = now.isoformat().replace("+00:00", "Z")
+    document["utcSent"] = now.isoformat().replace("+00:00", "Z")
+    response = post(client, document)
+    assert response.status_code == 200, "a 503 would make the device loop on data InfluxDB never takes"
+    assert response.json["status"] == "partial"
+    assert response.json["rejected"] == 4
+    rows = influx.query("short_retention", "SELECT * FROM people_count")
+    assert len(rows) == 2
+    (entry,) = deadletter_files(config)
+    assert "retention" in entry["reason"]
+    assert len(entry["items"]) == 4
+
+
+def test_health_readiness_and_metrics(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    post(client, payload("sample-3d-object-data"))
+    post(client, {"no": "sensor"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'axis_exporter_pushes_total{result="ok"} 1.0' in text
+    assert 'axis_exporter_pushes_total{result="bad_request"} 1.0' in text
+    assert "axis_exporter_points_written_total 7.0" in text
+    assert (
+        'axis_exporter_sensor_intervals_total{sensor="axis-accc8ef3d92e",serial="ACCC8EF3D92E"} 3.0' in text
+    )
+    assert "axis_exporter_influxdb_up 1.0" in text
