@@ -67,6 +67,9 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
         if self.options.certfile:
             settings["certfile"] = self.options.certfile
             settings["keyfile"] = self.options.keyfile
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn 24+ opens a control socket at a fixed path: two receivers on one host would clash.
+            settings["control_socket_disable"] = True
         for key, value in settings.items():
             self.cfg.set(key, value)
 

@@ -1,0 +1,85 @@
+"""``axis-exporter serve``: real gunicorn workers, configuration errors, chunked bodies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import orjson
+import requests
+
+from exporter.localdb import LocalInflux
+from tests.conftest import ExporterFactory
+from tests.support import payload
+
+
+def test_serve_stores_pushes_and_logs_one_line_per_push(
+    exporter_server: ExporterFactory, influx: LocalInflux, bucket: str
+) -> None:
+    server = exporter_server(workers=2)
+    assert len(server.worker_pids()) == 2
+    response = requests.post(f"{server.url}/push", json=payload("test-connection"), timeout=10)
+    assert response.status_code == 200
+    response = requests.post(f"{server.url}/push", json=payload("sample-3d-object-data"), timeout=10)
+    assert response.status_code == 200, response.text
+    assert len(influx.query(bucket, "SELECT * FROM people_count")) == 6
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    log = server.log()
+    assert "Connection from 192.168.1.106 established successfully" in log
+    assert "push sensor=axis-accc8ef3d92e serial=ACCC8EF3D92E intervals=3 points=6" in log
+    assert "AXIS_EXPORTER_TOKENS is not set" in log, "running without device auth must be loud"
+
+
+def test_chunked_body_over_the_limit_is_413_without_reading_it_all(
+    exporter_server: ExporterFactory, influx: LocalInflux, bucket: str
+) -> None:
+    server = exporter_server(workers=1, env={"AXIS_EXPORTER_MAX_BODY_BYTES": "100000"})
+    sent = 0
+
+    def endless_body() -> Iterator[bytes]:
+        # Bounded: stops on its own after 2 MB even if the server kept reading.
+        nonlocal sent
+        for _ in range(200):
+            sent += 10_000
+            yield b" " * 10_000
+
+    response = requests.post(
+        f"{server.url}/push",
+        data=endless_body(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert "AXIS_EXPORTER_MAX_BODY_BYTES" in response.json()["message"]
+    chunked = orjson.dumps(payload("sample-3d-object-data"))
+    response = requests.post(
+        f"{server.url}/push",
+        data=iter([chunked[:100], chunked[100:]]),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, "a chunked body within the limit is fine"
+
+
+def test_bad_configuration_stops_the_start_with_one_line_naming_the_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AXIS_EXPORTER_", "INFLUXDB_V2_"))}
+    env.update(
+        {
+            "INFLUXDB_V2_URL": "http://127.0.0.1:9",
+            "INFLUXDB_V2_BUCKET": "axis",
+            "AXIS_EXPORTER_MAX_BODY_BYTES": "lots",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["Error: configuration error: AXIS_EXPORTER_MAX_BODY_BYTES='lots' is not a whole number"]
+    env.update({"AXIS_EXPORTER_MAX_BODY_BYTES": "1000", "INFLUXDB_V2_BUCKET": ""})
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert "INFLUXDB_V2_BUCKET" in result.stderr
