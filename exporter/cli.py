@@ -16,8 +16,7 @@ import click
 from exporter import __version__
 from exporter.certs import certs
 from exporter.config import Config, ConfigError, InfluxConfig, load_config
-
-# from exporter.simulate import simulate  (pending)
+from exporter.simulate import simulate
 
 log = logging.getLogger("exporter")
 
@@ -154,5 +153,5 @@ def serve(
         GunicornServer(effective, options).run()
 
 
-# main.add_command(simulate)
+main.add_command(simulate)
 main.add_command(certs)
