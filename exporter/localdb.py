@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -153,6 +154,16 @@ bind-address = "127.0.0.1:{rpc_port}"
     def stop_influxd(self) -> None:
         """Stop influxd: writes then fail as with a storage outage."""
         _stop(self._influxd)
+
+    def pause_influxd(self) -> None:
+        """Freeze influxd (SIGSTOP): requests hang, as with an overloaded server, until resumed."""
+        if self._influxd is not None:
+            self._influxd.send_signal(signal.SIGSTOP)
+
+    def resume_influxd(self) -> None:
+        """Let a paused influxd go on (SIGCONT)."""
+        if self._influxd is not None:
+            self._influxd.send_signal(signal.SIGCONT)
 
     def start_bridge(self) -> None:
         """Start (or restart) the nginx bridge on its port."""

@@ -275,3 +275,62 @@ def test_health_readiness_and_metrics(client: FlaskClient) -> None:
         'axis_exporter_sensor_intervals_total{sensor="axis-accc8ef3d92e",serial="ACCC8EF3D92E"} 3.0' in text
     )
     assert "axis_exporter_influxdb_up 1.0" in text
+
+
+def test_influxdb_failing_with_5xx_is_503(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+    influx.stop_influxd()  # the bridge stays up and answers 502 Bad Gateway
+    try:
+        response = post(client, payload("sample-3d-object-data"))
+        assert response.status_code == 503
+        assert "502" in response.json["message"]
+    finally:
+        influx.start_influxd()
+    assert post(client, payload("sample-3d-object-data")).status_code == 200
+    assert len(counts(influx, bucket)) == 6
+
+
+def test_influxdb_timing_out_is_503(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+    config = make_config(influx, bucket, tmp_path)
+    assert config.influx is not None
+    quick = dataclasses.replace(config, influx=dataclasses.replace(config.influx, timeout_ms=500))
+    client = create_app(quick).test_client()
+    influx.pause_influxd()
+    try:
+        response = post(client, payload("sample-3d-object-data"))
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+    finally:
+        influx.resume_influxd()
+
+
+def test_large_push_is_written_in_chunks(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+    client = create_app(make_config(influx, bucket, tmp_path, write_chunk_lines=7)).test_client()
+    document = copy.deepcopy(payload("sample-3d-object-data"))
+    template = document["data"]["measurements"][0]
+    start = datetime.datetime(2021, 4, 13, tzinfo=datetime.UTC)
+    document["data"]["measurements"] = [
+        {**template, "utcFrom": (start + datetime.timedelta(minutes=i)).isoformat()} for i in range(100)
+    ]
+    response = post(client, document)
+    assert response.status_code == 200
+    assert response.json["points"] == 200
+    totals = influx.query(bucket, 'SELECT SUM("count") AS total FROM people_count GROUP BY "direction"')
+    assert {row["direction"]: row["total"] for row in totals} == {"in": 300, "out": 100}
+
+
+def test_deeply_nested_body_over_http_is_400(client: FlaskClient) -> None:
+    body = b'{"sensor": {"serial": "X"}, "data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = client.post("/push", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "nests too deeply" in response.get_data(as_text=True)
+
+
+def test_full_deadletter_store_answers_503_so_the_device_keeps_the_data(
+    influx: LocalInflux, bucket: str, tmp_path: Path
+) -> None:
+    config = make_config(influx, bucket, tmp_path, deadletter_max_bytes=300)
+    client = create_app(config).test_client()
+    response = post(client, payload("partial-corruption"))
+    assert response.status_code == 503
+    assert "AXIS_EXPORTER_DEADLETTER_MAX_BYTES" in response.json["message"]
+    assert deadletter_files(config) == []

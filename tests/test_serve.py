@@ -83,3 +83,10 @@ def test_bad_configuration_stops_the_start_with_one_line_naming_the_variable() -
         [sys.executable, "-m", "exporter", "serve"], env=env, capture_output=True, text=True, timeout=30
     )
     assert "INFLUXDB_V2_BUCKET" in result.stderr
+
+
+def test_cli_import_leaves_prometheus_client_unloaded() -> None:
+    """serve sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported, or workers never share."""
+    code = "import sys, exporter.cli; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "False", "a module imported by exporter.cli imports prometheus_client"
