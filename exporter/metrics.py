@@ -8,6 +8,8 @@ metrics live in the app's own registry.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
 import threading
 from importlib import metadata
@@ -44,6 +46,8 @@ PUSH_RESULTS = (
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MAX_SEND_INTERVAL_SECONDS = 15 * 60
 BODY_BYTES_BUCKETS = tuple(float(1024 * 4**n) for n in range(10))  # 1 KiB .. 256 MiB
+# Beside prometheus-client's *.db files (which the collector globs), one empty file per tracked sensor.
+SENSOR_MARKERS_DIR = "tracked-sensors"
 
 
 def _package_version(name: str) -> str:
@@ -53,14 +57,58 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-class Metrics:
-    """All metrics of the receiver, created once per process and registered in ``registry``."""
+class SensorCap:
+    """Admits at most ``limit`` distinct sensors; with ``shared_dir``, counted over all worker processes.
 
-    def __init__(self, registry: CollectorRegistry | None, max_sensors: int) -> None:
+    Label values come from devices, so a flood of forged serials must not grow the series without bound.
+    Each worker remembers what it admitted; across workers (and across a recycled worker) the admitted
+    sensors are empty marker files in ``shared_dir``, so the cap holds for the aggregated scrape, not per
+    process. Concurrent first pushes of new sensors in several workers may overshoot by a few at most.
+    """
+
+    def __init__(self, limit: int, shared_dir: Path | None = None) -> None:
+        self.limit = limit
+        self._markers = shared_dir / SENSOR_MARKERS_DIR if shared_dir is not None else None
+        self._admitted: set[tuple[str, str]] = set()
+        self._full = False
+        self._lock = threading.Lock()
+        if self._markers is not None:
+            self._markers.mkdir(parents=True, exist_ok=True)
+
+    def admit(self, sensor: str, serial: str) -> bool:
+        """Whether per-sensor metrics may be recorded for this sensor."""
+        key = (sensor, serial)
+        with self._lock:
+            if key in self._admitted:
+                return True
+            if self._markers is None:
+                if len(self._admitted) >= self.limit:
+                    return False
+                self._admitted.add(key)
+                return True
+            marker = self._markers / hashlib.sha256(f"{sensor}\0{serial}".encode()).hexdigest()[:40]
+            if not marker.exists():
+                # Markers are never removed while the receiver runs: once full, always full.
+                if self._full or sum(1 for _ in os.scandir(self._markers)) >= self.limit:
+                    self._full = True
+                    return False
+                marker.touch()
+            self._admitted.add(key)
+            return True
+
+
+class Metrics:
+    """All metrics of the receiver, created once per process and registered in ``registry``.
+
+    ``shared_dir`` is the multiprocess directory when several workers share the metrics (see module doc).
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None, max_sensors: int, shared_dir: Path | None = None
+    ) -> None:
         self.registry = registry
         self.max_sensors = max_sensors
-        self._tracked_sensors: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
+        self.sensor_cap = SensorCap(max_sensors, shared_dir)
         reg = registry
         self.pushes = Counter(
             f"{PREFIX}_pushes", "Pushes received, by how they were answered.", ["result"], registry=reg
@@ -150,13 +198,9 @@ class Metrics:
         self, sensor: str, serial: str, pushed_at: float, intervals: int, span: tuple[int, int] | None
     ) -> None:
         """Per-sensor metrics of an accepted push; capped so forged serials cannot grow them unbounded."""
-        key = (sensor, serial)
-        with self._lock:
-            if key not in self._tracked_sensors:
-                if len(self._tracked_sensors) >= self.max_sensors:
-                    self.untracked_sensor_pushes.inc()
-                    return
-                self._tracked_sensors.add(key)
+        if not self.sensor_cap.admit(sensor, serial):
+            self.untracked_sensor_pushes.inc()
+            return
         self.sensor_last_push.labels(sensor, serial).set(pushed_at)
         if intervals:
             self.sensor_intervals.labels(sensor, serial).inc(intervals)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from exporter.config import Config
+from exporter.metrics import SENSOR_MARKERS_DIR
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,27 @@ class ServerOptions:
 
 
 def reset_multiprocess_dir(directory: Path) -> None:
-    """Empty the prometheus-client multiprocess directory, so that a restart starts counters at zero."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    """Remove the metric files of a previous run (before any worker forks), so counters restart at zero.
+
+    Only what prometheus-client and the sensor cap put there is removed: the directory may be shared.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+    shutil.rmtree(directory / SENSOR_MARKERS_DIR, ignore_errors=True)
 
 
-def _child_exit(server: Any, worker: Any) -> None:
-    """gunicorn hook: drop a dead worker's live gauges; its counters stay in the aggregate."""
+def _child_exit(multiprocess_dir: Path | None, server: Any, worker: Any) -> None:
+    """gunicorn hook in the master: drop a dead worker's live gauges; its counters stay in the aggregate.
+
+    A worker's counter and histogram files are kept on purpose: deleting them would make the aggregated
+    counters go backwards. Only ``live*`` gauges (influxdb_up) describe the process itself and go.
+    """
+    if multiprocess_dir is None:
+        return
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(worker.pid, str(multiprocess_dir))  # type: ignore[no-untyped-call]
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -62,7 +74,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
             "errorlog": "-",
             "loglevel": self.config.log_level.lower(),
             "proc_name": "axis-exporter",
-            "child_exit": _child_exit,
+            "child_exit": functools.partial(_child_exit, self.config.prometheus_multiproc_dir),
         }
         if self.options.certfile:
             settings["certfile"] = self.options.certfile
