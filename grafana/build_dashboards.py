@@ -75,6 +75,9 @@ LOCAL_TZ = "tz('$tz')"
 # A local day bucket that contains now: GROUP BY time(1d) with tz() aligns buckets to the sensor's local
 # midnight, and "time >= now() - 1d" always includes the bucket that holds now (the last row).
 SINCE_YESTERDAY = "time >= now() - 1d"
+# The per-sensor table looks back a week so that a sensor with nothing today still gets a row (fill(0)
+# only fills buckets of series that have points in the queried range).
+SINCE_LAST_WEEK = "time >= now() - 7d"
 
 
 def today_by(direction: str | None, group_by: str) -> str:
@@ -92,7 +95,7 @@ def today_per_sensor(direction: str) -> str:
     """InfluxQL: one row per sensor with its total for today (sensor's local day)."""
     inner = (
         f'SELECT sum("count") AS "total" FROM "people_count" '
-        f"WHERE \"direction\" = '{direction}' AND {SENSOR_MATCH} AND {SINCE_YESTERDAY} "
+        f"WHERE \"direction\" = '{direction}' AND {SENSOR_MATCH} AND {SINCE_LAST_WEEK} "
         f'GROUP BY time(1d), "sensor" fill(0) {LOCAL_TZ}'
     )
     return f'SELECT last("total") AS "{direction}_today" FROM ({inner}) GROUP BY "sensor"'
@@ -404,8 +407,8 @@ def people_counting() -> dict[str, Any]:
     table = {
         "type": "table",
         "title": "Sensors today",
-        "description": "Per sensor: visitors in and out since local midnight, people inside, and its last "
-        "push (any time in the past, with the address it pushed from).",
+        "description": "Per sensor that counted in the last 7 days: visitors in and out since local "
+        "midnight, people inside, and its last push (with the address it pushed from).",
         "datasource": INFLUX_DS,
         "targets": [
             influx_target("IN", today_per_sensor("in"), table=True),
