@@ -338,10 +338,13 @@ def simulate(
     if summary_json is not None:
         summary_json.write_bytes(summary.to_json() + b"\n")
     if not summary.complete:
-        reason = (
-            f"{summary.pending.intervals} interval(s) not delivered"
-            if summary.pending.intervals
-            else "test connection not answered with 200"
+        reasons = (
+            [f"{summary.pending.intervals} interval(s) not delivered"] if summary.pending.intervals else []
         )
-        click.echo(f"error: {reason}", err=True)
+        failed_tests = [
+            s.test_connection for s in summary.sensors if s.test_connection not in ("200", "not sent")
+        ]
+        if failed_tests:
+            reasons.append(f"test connection failed for {len(failed_tests)} sensor(s) ({failed_tests[0]})")
+        click.echo(f"error: {'; '.join(reasons)}", err=True)
         sys.exit(1)

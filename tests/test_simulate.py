@@ -704,7 +704,7 @@ def test_cli_exits_1_when_data_stays_undelivered() -> None:
             [server.url, "--fast", "--duration", "10m", "--drain", "0.2", "--retry-delay", "0.05", "--quiet"],
         )
     assert result.exit_code == 1
-    assert "not delivered" in result.output
+    assert "10 interval(s) not delivered; test connection failed for 1 sensor(s) (503)" in result.output
 
 
 def test_cli_usage_errors() -> None:
