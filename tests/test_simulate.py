@@ -701,7 +701,19 @@ def test_cli_exits_1_when_data_stays_undelivered() -> None:
     with push_server(always(503)) as server:
         result = CliRunner().invoke(
             simulate,
-            [server.url, "--fast", "--duration", "10m", "--drain", "0.2", "--retry-delay", "0.05", "--quiet"],
+            [
+                server.url,
+                "--fast",
+                "--start",
+                "2021-04-13T09:00:00+02:00",
+                "--duration",
+                "10m",
+                "--drain",
+                "0.2",
+                "--retry-delay",
+                "0.05",
+                "--quiet",
+            ],  # fmt: skip
         )
     assert result.exit_code == 1
     assert "10 interval(s) not delivered; test connection failed for 1 sensor(s) (503)" in result.output
