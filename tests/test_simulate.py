@@ -713,7 +713,7 @@ def test_cli_exits_1_when_data_stays_undelivered() -> None:
                 "--retry-delay",
                 "0.05",
                 "--quiet",
-            ],  # fmt: skip
+            ],
         )
     assert result.exit_code == 1
     assert "10 interval(s) not delivered; test connection failed for 1 sensor(s) (503)" in result.output
