@@ -18,10 +18,12 @@ RUN pip install . \
 # A fixed uid: the InfluxDB init script (influxdb/initdb.d) hands the exporter's token file to it.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /var/lib/axis-exporter \
         --shell /usr/sbin/nologin axis-exporter \
-    && install -d -o axis-exporter -g axis-exporter -m 0750 \
-        /var/lib/axis-exporter /var/lib/axis-exporter/deadletter /run/axis-exporter /run/axis-exporter/metrics
+    && install -d -o axis-exporter -g axis-exporter -m 0750 /var/lib/axis-exporter \
+        /var/lib/axis-exporter/deadletter /var/lib/axis-exporter/certs /run/axis-exporter /run/axis-exporter/metrics \
+    && chmod 0755 /var/lib/axis-exporter/certs
 
-# Pushes that could not be stored are kept here: mount a volume. The multiprocess metrics directory
+# Pushes that could not be stored are kept in deadletter/: mount a volume. certs/ holds the HTTPS
+# certificate made by `axis-exporter certs` (see docker-compose.yml). The multiprocess metrics directory
 # only has to live as long as the container (a tmpfs in docker-compose.yml); serve empties it at start.
 ENV AXIS_EXPORTER_BIND=0.0.0.0:8080 \
     AXIS_EXPORTER_DEADLETTER_DIR=/var/lib/axis-exporter/deadletter \

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.certs import issue_certificates
+from exporter.certs import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE, issue_certificates
 from exporter.config import load_config
 from exporter.localdb import free_port
 from tests.conftest import ExporterFactory
@@ -296,3 +296,35 @@ def test_image_healthcheck_passes_over_https(exporter_server: ExporterFactory, t
 
 def test_image_healthcheck_fails_when_nothing_listens() -> None:
     assert run_healthcheck({"AXIS_EXPORTER_BIND": f"0.0.0.0:{free_port()}"}).returncode != 0
+
+
+def test_https_instructions_match_the_certs_command_and_give_a_valid_prometheus_config(
+    tmp_path: Path,
+) -> None:
+    example = ENV_EXAMPLE.read_text(encoding="utf-8")
+    certs_dir = "/var/lib/axis-exporter/certs"
+    assert f"--out {certs_dir}" in example and "--host exporter" in example
+    assert f"# AXIS_EXPORTER_CERTFILE={certs_dir}/{SERVER_CERT_FILE}" in example
+    assert f"# AXIS_EXPORTER_KEYFILE={certs_dir}/{SERVER_KEY_FILE}" in example
+    assert f"chmod 0755 {certs_dir}" in DOCKERFILE.read_text(encoding="utf-8"), "the image creates it"
+    # Uncommenting the https lines of prometheus.yml, as .env.example says, gives a valid config.
+    issued = issue_certificates(tmp_path / "certs", ["127.0.0.1", "exporter"])
+    assert issued.ca_cert.name == CA_CERT_FILE
+    text = (ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8")
+    block = ["# scheme: https", "# tls_config:", f"#   ca_file: /etc/prometheus/axis-certs/{CA_CERT_FILE}"]
+    for line in block:
+        assert line in text, line
+        text = text.replace(line, line.replace("# ", "", 1))
+    text = text.replace(f"/etc/prometheus/axis-certs/{CA_CERT_FILE}", str(issued.ca_cert))
+    text = text.replace("/etc/prometheus/alerts.yml", str(ROOT / "prometheus" / "alerts.yml"))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text, encoding="utf-8")
+    parsed = yaml.safe_load(text)
+    job = next(job for job in parsed["scrape_configs"] if job["job_name"] == "axis-exporter")
+    assert job["scheme"] == "https" and job["tls_config"]["ca_file"] == str(issued.ca_cert)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run ./scripts/setup"
+    result = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
