@@ -12,6 +12,8 @@ DEFAULT_DEADLETTER_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WRITE_CHUNK_LINES = 10_000
 DEFAULT_MAX_SENSORS = 2_000
 DEFAULT_INFLUXDB_TIMEOUT_MS = 10_000
+# A 90-day backfill (about 35 MB) over a 2 Mbit/s camera uplink takes about 140 s.
+DEFAULT_CLIENT_TIMEOUT_SECONDS = 300
 
 _SERIAL_PATTERN = re.compile(r"^[^\s,]+$")
 
@@ -54,6 +56,7 @@ class Config:
     deadletter_max_bytes: int = DEFAULT_DEADLETTER_MAX_BYTES
     write_chunk_lines: int = DEFAULT_WRITE_CHUNK_LINES
     max_sensors: int = DEFAULT_MAX_SENSORS
+    client_timeout_seconds: int = DEFAULT_CLIENT_TIMEOUT_SECONDS
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None
 
@@ -150,6 +153,9 @@ def load_config(env: Mapping[str, str]) -> Config:
         ),
         write_chunk_lines=_positive_int(env, "AXIS_EXPORTER_WRITE_CHUNK_LINES", DEFAULT_WRITE_CHUNK_LINES),
         max_sensors=_positive_int(env, "AXIS_EXPORTER_MAX_SENSORS", DEFAULT_MAX_SENSORS),
+        client_timeout_seconds=_positive_int(
+            env, "AXIS_EXPORTER_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT_SECONDS
+        ),
         log_level=log_level,
         prometheus_multiproc_dir=(
             Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None
