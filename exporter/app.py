@@ -1,8 +1,8 @@
 """The HTTP app: where a push enters, and the answer it gets.
 
-A push goes, in order: token check -> body read (bounded) -> ``payload.parse_push`` -> token-for-serial
-check -> ``lineprotocol.PushLineBuilder`` -> ``writer.InfluxWriter.write`` -> dead-letter store for what
-could not be stored -> 200. The answer is 200 only once InfluxDB confirmed the write.
+A push goes, in order: token check -> body read (bounded) -> ``lineprotocol.convert_push`` (parse, check,
+build line protocol) -> token-for-serial check -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store
+for what could not be stored -> 200. The answer is 200 only once InfluxDB confirmed the write.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from werkzeug.exceptions import HTTPException
 
 from exporter.config import Config, ConfigError, DeviceToken, load_config
 from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore
-from exporter.lineprotocol import PushLineBuilder
+from exporter.lineprotocol import ConvertedPush, convert_push
 from exporter.metrics import Metrics, exposition
-from exporter.payload import Measurement, PayloadError, Push, Rejected, iter_measurements, parse_push
+from exporter.payload import PayloadError, Push, Rejected
 from exporter.writer import InfluxWriter, StorageUnavailable
 
 log = logging.getLogger("exporter")
@@ -94,7 +94,7 @@ class PushReceiver:
             )
         return matched
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytearray:
         limit = self.config.max_body_bytes
         too_large = PushError(
             413,
@@ -103,15 +103,15 @@ class PushReceiver:
         )
         if request.content_length is not None and request.content_length > limit:
             raise too_large
-        chunks, size = [], 0
+        body = bytearray()
         # Counted while reading, so a chunked body without Content-Length cannot exhaust memory either.
+        # One growing buffer: joining a list of chunks would hold the body twice at the end.
         while chunk := request.stream.read(_READ_CHUNK):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 raise too_large
-            chunks.append(chunk)
-        self.metrics.push_body_bytes.observe(size)
-        return b"".join(chunks)
+            body += chunk
+        self.metrics.push_body_bytes.observe(len(body))
+        return body
 
     def _keep(self, entry: DeadLetterEntry) -> None:
         """Store ``entry`` in the dead-letter store and count it; DeadLetterFull propagates."""
@@ -130,10 +130,12 @@ class PushReceiver:
         body = self._read_body()
         received_at = int(time.time())
         try:
-            push = parse_push(body)
+            converted = convert_push(body, self.config.write_chunk_lines)
         except PayloadError as exc:
             self._keep_bad_body(body, str(exc))
             raise PushError(400, "bad_request", str(exc)) from None
+        del body  # a 90-day push is tens of MB; only its line protocol is needed from here on
+        push = converted.push
         if token is not None and not token.allows(push.sensor.serial):
             raise PushError(
                 403,
@@ -142,9 +144,9 @@ class PushReceiver:
             )
         for warning in push.warnings:
             log.warning("sensor %s (%s): %s", push.sensor.name, push.sensor.serial, warning)
-        return self._store(push, received_at)
+        return self._store(converted, received_at)
 
-    def _keep_bad_body(self, body: bytes, reason: str) -> None:
+    def _keep_bad_body(self, body: bytearray, reason: str) -> None:
         entry = DeadLetterEntry(
             reason=reason,
             serial="",
@@ -157,23 +159,14 @@ class PushReceiver:
         except DeadLetterFull as exc:
             log.error("rejected push not kept: %s", exc)
 
-    def _store(self, push: Push, received_at: int) -> tuple[int, dict[str, Any]]:
+    def _store(self, converted: ConvertedPush, received_at: int) -> tuple[int, dict[str, Any]]:
         started = time.perf_counter()
-        builder = PushLineBuilder(push)
-        lines: list[str] = []
-        measurements: list[Measurement] = []
-        rejected: list[Rejected] = []
-        for measurement in iter_measurements(push):
-            if isinstance(measurement, Rejected):
-                rejected.append(measurement)
-            else:
-                measurements.append(measurement)
-                lines.extend(builder.measurement_lines(measurement))
-        # Last, so that a sensor_push point implies the data before it was stored.
-        lines.append(builder.sensor_push_line(len(measurements), received_at))
+        push = converted.push
+        rejected = converted.rejected
         sensor = push.sensor
         try:
-            outcome = self.writer.write(lines)
+            # The sensor_push line comes last, so that it implies the data before it was stored.
+            outcome = self.writer.write_chunks(converted.chunks(received_at, self.config.write_chunk_lines))
             self.metrics.influxdb_up.set(1)
         except StorageUnavailable as exc:
             self.metrics.influxdb_up.set(0)
@@ -191,12 +184,8 @@ class PushReceiver:
             raise PushError(
                 503, "storage_unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from None
-        span = (
-            (min(m.utc_from for m in measurements), max(m.utc_to for m in measurements))
-            if measurements
-            else None
-        )
-        self.metrics.record_sensor_push(sensor.name, sensor.serial, received_at, len(measurements), span)
+        intervals = converted.intervals
+        self.metrics.record_sensor_push(sensor.name, sensor.serial, received_at, intervals, converted.span)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if push.test_connection:
             log.info(
@@ -212,14 +201,14 @@ class PushReceiver:
             "push sensor=%s serial=%s intervals=%d points=%d rejected=%d %.1f ms",
             sensor.name,
             sensor.serial,
-            len(measurements),
+            intervals,
             points,
             not_stored,
             elapsed_ms,
         )
         body: dict[str, Any] = {
             "status": "partial" if not_stored else "ok",
-            "intervals": len(measurements),
+            "intervals": intervals,
             "points": points,
             "rejected": not_stored,
         }

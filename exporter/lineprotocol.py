@@ -6,9 +6,25 @@ fields sorted by key, same escaping); tests hold the two side by side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
 
-from exporter.payload import Measurement, Push
+import orjson
+
+from exporter.payload import (
+    Measurement,
+    MeasurementError,
+    MeasurementSplitter,
+    PayloadError,
+    Push,
+    Rejected,
+    Unsplittable,
+    parse_push,
+    push_from_document,
+    validate_measurement,
+)
+from exporter.writer import Chunk
 
 PEOPLE_COUNT = "people_count"
 SENSOR_PUSH = "sensor_push"
@@ -48,12 +64,19 @@ def _tag(key: str, value: str) -> str:
 class PushLineBuilder:
     """Builds the line protocol for one push; tag prefixes are escaped once per push, not per item."""
 
-    def __init__(self, push: Push) -> None:
-        sensor = push.sensor
+    def __init__(self, push: Push | None, sensor_tags: str | None = None) -> None:
         # Tags are sorted by key like Point does: direction, kind, sensor, serial.
-        self._sensor_tags = _tag("sensor", sensor.name) + _tag("serial", sensor.serial)
+        if sensor_tags is None:
+            assert push is not None, "a push or its sensor tags are needed"
+            sensor_tags = _tag("sensor", push.sensor.name) + _tag("serial", push.sensor.serial)
+        self._sensor_tags = sensor_tags
         self._push = push
         self._kind_cache: dict[tuple[str, str], str] = {}
+
+    @property
+    def sensor_tags(self) -> str:
+        """``,sensor=...,serial=...`` as escaped for this push."""
+        return self._sensor_tags
 
     def _series(self, direction: str, kind: str) -> str:
         key = (direction, kind)
@@ -89,6 +112,7 @@ class PushLineBuilder:
 
     def sensor_push_line(self, intervals: int, received_at: int) -> str:
         """The ``sensor_push`` point that records this push (and proves its data was stored)."""
+        assert self._push is not None, "built without a push"
         sensor = self._push.sensor
         fields = (
             f"application={escape_string_field(sensor.application)},"
@@ -106,3 +130,267 @@ def lines_for(push: Push, measurements: Iterable[Measurement]) -> list[str]:
     """All ``people_count`` lines of ``measurements`` (a convenience for tests and tools)."""
     builder = PushLineBuilder(push)
     return [line for measurement in measurements for line in builder.measurement_lines(measurement)]
+
+
+class BatchResult:
+    """What converting some raw measurements gave: line text, rejects and the span of the valid ones."""
+
+    __slots__ = ("intervals", "lines", "max_to", "min_from", "rejected")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.rejected: list[Rejected] = []
+        self.intervals = 0
+        self.min_from: int | None = None
+        self.max_to: int | None = None
+
+
+_MAX_INT64 = 2**63 - 1
+_MAX_EPOCH = _MAX_INT64 // 1_000_000_000
+_fromisoformat = datetime.fromisoformat
+_CACHE_LIMIT = 1000  # distinct (direction, kind) pairs remembered per push
+
+
+class FastConverter:
+    """Validates raw measurements and builds their lines in one pass, for the shapes devices send.
+
+    Anything outside the common shape (extra attributes, floats, odd times, bad values) goes through
+    ``validate_measurement`` and ``PushLineBuilder`` instead, so the output is always theirs.
+    """
+
+    def __init__(self, builder: PushLineBuilder) -> None:
+        self._builder = builder
+        # (raw direction, raw kind) -> (canonical direction, series prefix ending in a space)
+        self._series: dict[tuple[object, object], tuple[str, str] | None] = {}
+        self._zero: dict[object, tuple[str, str] | None] = {}
+
+    def _series_for(self, direction: object, kind: object) -> tuple[str, str] | None:
+        key = (direction, kind)
+        try:
+            return self._series[key]
+        except KeyError:
+            pass
+        found: tuple[str, str] | None = None
+        if type(direction) is str and type(kind) is str and direction.strip() and kind.strip():
+            canonical = direction.strip()
+            found = (canonical, self._builder._series(canonical, kind.strip()))
+        if len(self._series) < _CACHE_LIMIT:
+            self._series[key] = found
+        return found
+
+    def _zero_lines(self, kind: object) -> tuple[str, str] | None:
+        try:
+            return self._zero[kind]
+        except KeyError:
+            pass
+        found: tuple[str, str] | None = None
+        if type(kind) is str and kind.strip():
+            stripped = kind.strip()
+            found = (
+                self._builder._series("in", stripped) + "count=0i ",
+                self._builder._series("out", stripped) + "count=0i ",
+            )
+        if len(self._zero) < _CACHE_LIMIT:
+            self._zero[kind] = found
+        return found
+
+    def convert(self, raws: Iterable[Any], result: BatchResult) -> None:
+        """Append the lines of ``raws`` to ``result.lines``; invalid ones go to ``result.rejected``."""
+        lines = result.lines
+        append = lines.append
+        series_cache = self._series
+        series_for = self._series_for
+        builder = self._builder
+        prev_text: object = None
+        prev_value = 0
+        min_from = result.min_from
+        max_to = result.max_to
+        intervals = result.intervals
+        for raw in raws:
+            start = len(lines)
+            try:
+                if type(raw) is not dict:
+                    raise _Slow
+                text = raw.get("utcFrom")
+                if text == prev_text and type(text) is str:
+                    utc_from = prev_value
+                else:
+                    if type(text) is not str:
+                        raise _Slow
+                    moment = _fromisoformat(text)
+                    if moment.tzinfo is None:
+                        raise _Slow
+                    utc_from = int(moment.timestamp())
+                    if not 0 < utc_from <= _MAX_EPOCH:
+                        raise _Slow
+                text = raw.get("utcTo")
+                if text is None:
+                    utc_to = utc_from
+                else:
+                    if type(text) is not str:
+                        raise _Slow
+                    moment = _fromisoformat(text)
+                    if moment.tzinfo is None:
+                        raise _Slow
+                    utc_to = int(moment.timestamp())
+                    if not 0 < utc_to <= _MAX_EPOCH:
+                        raise _Slow
+                    prev_text, prev_value = text, utc_to
+                kind = raw.get("kind")
+                items = raw.get("items")
+                if not items:
+                    if items is not None and items != []:
+                        raise _Slow
+                    zero = self._zero_lines(kind)
+                    if zero is None:
+                        raise _Slow
+                    append(f"{zero[0]}{utc_from}")
+                    append(f"{zero[1]}{utc_from}")
+                else:
+                    if type(items) is not list:
+                        raise _Slow
+                    seen: list[str] = []
+                    for item in items:
+                        if type(item) is not dict:
+                            raise _Slow
+                        direction = item.get("direction")
+                        count = item.get("count")
+                        if type(count) is not int or not 0 <= count <= _MAX_INT64:
+                            raise _Slow
+                        key = (direction, kind)
+                        series = series_cache[key] if key in series_cache else series_for(direction, kind)
+                        if series is None or series[0] in seen:
+                            raise _Slow
+                        seen.append(series[0])
+                        size = len(item)
+                        if size == 2:
+                            append(f"{series[1]}count={count}i {utc_from}")
+                        elif size == 3:
+                            adults = item.get("adults")
+                            if type(adults) is not int or not 0 <= adults <= _MAX_INT64:
+                                raise _Slow
+                            append(f"{series[1]}adults={adults}i,count={count}i {utc_from}")
+                        else:
+                            raise _Slow
+            except (_Slow, ValueError, TypeError, OverflowError, OSError):
+                del lines[start:]
+                try:
+                    measurement = validate_measurement(raw)
+                except MeasurementError as exc:
+                    result.rejected.append(Rejected(str(exc), raw))
+                    continue
+                lines.extend(builder.measurement_lines(measurement))
+                utc_from, utc_to = measurement.utc_from, measurement.utc_to
+            intervals += 1
+            if min_from is None or utc_from < min_from:
+                min_from = utc_from
+            if max_to is None or utc_to > max_to:
+                max_to = utc_to
+        result.intervals = intervals
+        result.min_from = min_from
+        result.max_to = max_to
+
+
+class _Slow(Exception):
+    """Internal: this measurement needs the general path."""
+
+
+# Stands for the sensor tags in lines built before the sensor object (usually after data) is parsed.
+_MARK = "\x00"
+# Bodies from this size on are parsed a slice at a time, to bound memory (and keep the slices in cache).
+SPLIT_MIN_BYTES = 1 << 20
+PIECE_BYTES = 1 << 16
+
+
+class ConvertedPush:
+    """A push turned into line protocol, in write-sized chunks of text, plus what could not be used."""
+
+    def __init__(
+        self, push: Push, builder: PushLineBuilder, result: BatchResult, chunks: list[str], marked: bool
+    ) -> None:
+        self.push = push
+        self._marked = marked
+        self.builder = builder
+        self.rejected = result.rejected
+        self.intervals = result.intervals
+        self.span = (
+            (result.min_from, result.max_to)
+            if result.min_from is not None and result.max_to is not None
+            else None
+        )
+        self._chunks = chunks
+        # people_count lines hold no newline (tags and keys escape it, fields are numbers)
+        self._line_counts = [chunk.count("\n") + 1 for chunk in chunks]
+
+    @property
+    def points(self) -> int:
+        """``people_count`` lines."""
+        return sum(self._line_counts)
+
+    def chunks(self, received_at: int, chunk_lines: int) -> Iterator[Chunk]:
+        """Chunks to write in order; the ``sensor_push`` line comes last, once the data is in."""
+        tags = self.builder.sensor_tags
+        last = self.builder.sensor_push_line(self.intervals, received_at)
+        count = len(self._chunks)
+        for index in range(count):
+            text, lines = self._chunks[index], self._line_counts[index]
+            self._chunks[index] = ""  # written text need not stay alive
+            if self._marked:
+                text = text.replace(_MARK, tags)
+            if index == count - 1 and lines < chunk_lines:
+                yield Chunk(text, lines, last)
+                return
+            yield Chunk(text, lines)
+        yield Chunk("", 0, last)
+
+
+def _chunked(lines: list[str], chunks: list[str], chunk_lines: int, final: bool) -> None:
+    """Move full chunks (all lines if ``final``) from ``lines`` into ``chunks`` as text."""
+    start = 0
+    while len(lines) - start >= chunk_lines or (final and start < len(lines)):
+        chunks.append("\n".join(lines[start : start + chunk_lines]))
+        start += chunk_lines
+    del lines[:start]
+
+
+def convert_push(
+    body: bytes | bytearray,
+    chunk_lines: int,
+    *,
+    split_min_bytes: int = SPLIT_MIN_BYTES,
+    piece_bytes: int = PIECE_BYTES,
+) -> ConvertedPush:
+    """Parse, check and convert a push body; raise PayloadError as ``parse_push`` does.
+
+    Large bodies are parsed a slice at a time (``MeasurementSplitter``); lines are built before the
+    sensor is known with a mark in place of its tags, replaced when written.
+    """
+    if len(body) >= split_min_bytes:
+        try:
+            return _convert_split(body, chunk_lines, piece_bytes)
+        except (Unsplittable, PayloadError, orjson.JSONDecodeError):
+            pass  # parsed whole below, which also gives the error message a bad body deserves
+    push = parse_push(body)
+    builder = PushLineBuilder(push)
+    result = BatchResult()
+    FastConverter(builder).convert(push.raw_measurements, result)
+    chunks: list[str] = []
+    _chunked(result.lines, chunks, chunk_lines, final=True)
+    return ConvertedPush(push, builder, result, chunks, marked=False)
+
+
+def _convert_split(body: bytes | bytearray, chunk_lines: int, piece_bytes: int) -> ConvertedPush:
+    splitter = MeasurementSplitter(body, piece_bytes)
+    marked = PushLineBuilder(None, _MARK)
+    converter = FastConverter(marked)
+    result = BatchResult()
+    chunks: list[str] = []
+    for piece in splitter.pieces():
+        converter.convert(piece, result)
+        _chunked(result.lines, chunks, chunk_lines, final=False)
+    _chunked(result.lines, chunks, chunk_lines, final=True)
+    lines = sum(chunk.count("\n") + 1 for chunk in chunks)
+    if sum(chunk.count(_MARK) for chunk in chunks) != lines:
+        raise Unsplittable("a name holds the mark character")
+    push = push_from_document(orjson.loads(splitter.envelope()))
+    return ConvertedPush(push, PushLineBuilder(push), result, chunks, marked=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -22,6 +23,25 @@ log = logging.getLogger(__name__)
 # same points cannot succeed, so they go to the dead-letter store. Everything else means "not now".
 _REFUSED_STATUSES = frozenset({400, 422})
 _DROPPED = re.compile(r"dropped=(\d+)")
+
+
+class Chunk(NamedTuple):
+    """One write: ``line_count`` newline-free lines in ``text``, then ``last`` (strings may hold newlines)."""
+
+    text: str
+    line_count: int
+    last: str | None = None
+
+    def payload(self) -> str:
+        """The request body."""
+        if self.last is None:
+            return self.text
+        return f"{self.text}\n{self.last}" if self.text else self.last
+
+    def lines(self) -> list[str]:
+        """The lines one by one (to find those InfluxDB refuses)."""
+        lines = self.text.split("\n") if self.text else []
+        return [*lines, self.last] if self.last is not None else lines
 
 
 class StorageUnavailable(Exception):
@@ -104,13 +124,25 @@ class InfluxWriter:
             outcome.add(self._write_or_split(lines[start : start + self.chunk_lines]))
         return outcome
 
-    def _post(self, lines: Sequence[str]) -> None:
+    def write_chunks(self, chunks: Iterable[Chunk]) -> WriteOutcome:
+        """Write prepared chunks in order; raise StorageUnavailable as ``write`` does."""
+        outcome = WriteOutcome()
+        for chunk in chunks:
+            try:
+                self._post(chunk.payload())
+            except ApiException:
+                outcome.add(self._write_or_split(chunk.lines()))
+            else:
+                outcome.written += chunk.line_count + (chunk.last is not None)
+        return outcome
+
+    def _post(self, lines: Sequence[str] | str) -> None:
         started = time.perf_counter()
         try:
             self._write_api.write(
                 bucket=self.config.bucket,
                 org=self.config.org,
-                record="\n".join(lines),
+                record=lines if isinstance(lines, str) else "\n".join(lines),
                 write_precision=WritePrecision.S,  # type: ignore[arg-type]  # a str constant, typed as the class
             )
         except ApiException as exc:
