@@ -23,6 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
 from exporter import __version__
@@ -55,6 +56,14 @@ def _package_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def client_multiprocess_dir() -> Path | None:
+    """The directory prometheus-client itself writes to when it runs in multiprocess mode, else None."""
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # read by prometheus-client at import
+    return Path(directory) if directory else None
 
 
 class SensorCap:
@@ -100,7 +109,8 @@ class SensorCap:
 class Metrics:
     """All metrics of the receiver, created once per process and registered in ``registry``.
 
-    ``shared_dir`` is the multiprocess directory when several workers share the metrics (see module doc).
+    ``shared_dir`` is the multiprocess directory when several workers share the metrics (see module doc);
+    by default the one prometheus-client uses, if it runs in multiprocess mode.
     """
 
     def __init__(
@@ -108,7 +118,7 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self.max_sensors = max_sensors
-        self.sensor_cap = SensorCap(max_sensors, shared_dir)
+        self.sensor_cap = SensorCap(max_sensors, shared_dir or client_multiprocess_dir())
         reg = registry
         self.pushes = Counter(
             f"{PREFIX}_pushes", "Pushes received, by how they were answered.", ["result"], registry=reg

@@ -1,0 +1,209 @@
+"""The receiver's metrics in one process: names, help, buckets, the sensor cap, and the /readyz check."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
+
+from exporter.app import create_app
+from exporter.config import Config
+from exporter.localdb import LocalInflux
+from exporter.metrics import (
+    BODY_BYTES_BUCKETS,
+    DURATION_BUCKETS,
+    SENSOR_MARKERS_DIR,
+    Metrics,
+    SensorCap,
+    exposition,
+)
+from exporter.server import reset_multiprocess_dir
+from tests.support import payload
+
+# The metric families promised in CONTRACTS.md, with their types.
+CONTRACT = {
+    "axis_exporter_pushes": "counter",
+    "axis_exporter_points_written": "counter",
+    "axis_exporter_deadletter_measurements": "counter",
+    "axis_exporter_deadletter_bytes": "counter",
+    "axis_exporter_push_duration_seconds": "histogram",
+    "axis_exporter_influxdb_write_duration_seconds": "histogram",
+    "axis_exporter_push_body_bytes": "histogram",
+    "axis_exporter_sensor_last_push_timestamp_seconds": "gauge",
+    "axis_exporter_sensor_last_interval_end_timestamp_seconds": "gauge",
+    "axis_exporter_sensor_push_interval_seconds": "gauge",
+    "axis_exporter_sensor_intervals": "counter",
+    "axis_exporter_untracked_sensor_pushes": "counter",
+    "axis_exporter_influxdb_up": "gauge",
+    "axis_exporter_build_info": "gauge",
+}
+
+
+def _metrics(max_sensors: int = 10) -> Metrics:
+    return Metrics(CollectorRegistry(auto_describe=True), max_sensors)
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    assert metrics.registry is not None
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_metric_families_follow_the_contract_and_conventions() -> None:
+    metrics = _metrics()
+    assert metrics.registry is not None
+    families = {family.name: family for family in metrics.registry.collect()}
+    assert {name: family.type for name, family in families.items()} == CONTRACT
+    for family in families.values():
+        assert len(family.documentation) > 15, f"{family.name}: HELP text"
+        if family.type == "histogram":
+            assert family.name.endswith(("_seconds", "_bytes")), f"{family.name}: base unit suffix"
+    results = {
+        s.labels["result"] for s in families["axis_exporter_pushes"].samples if s.name.endswith("_total")
+    }
+    assert results >= {
+        "ok",
+        "test_connection",
+        "partial",
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "too_large",
+        "storage_unavailable",
+    }, "every result exists from the start at 0, so rate() and increase() see the first one"
+    (build,) = families["axis_exporter_build_info"].samples
+    assert build.value == 1
+    assert set(build.labels) == {"version", "python_version", "influxdb_client_version"}
+    assert "unknown" not in build.labels.values()
+
+
+def test_buckets_cover_a_millisecond_to_a_minute_and_the_largest_body() -> None:
+    assert DURATION_BUCKETS[0] == 0.001
+    assert DURATION_BUCKETS[-1] == 60
+    assert list(DURATION_BUCKETS) == sorted(DURATION_BUCKETS)
+    assert BODY_BYTES_BUCKETS[0] <= 1024
+    assert BODY_BYTES_BUCKETS[-1] >= Config(influx=None).max_body_bytes
+    metrics = _metrics()
+    metrics.push_duration.observe(0.0004)
+    metrics.push_duration.observe(45)
+    assert _value(metrics, "axis_exporter_push_duration_seconds_bucket", le="0.001") == 1
+    assert _value(metrics, "axis_exporter_push_duration_seconds_bucket", le="30.0") == 1
+    assert _value(metrics, "axis_exporter_push_duration_seconds_bucket", le="60.0") == 2
+
+
+def test_sensor_metrics_keep_the_newest_times_and_the_observed_interval() -> None:
+    metrics = _metrics()
+    metrics.record_sensor_push("hall", "ACCC1", 1_700_000_100.0, 1, (1_700_000_000, 1_700_000_060))
+    labels = {"sensor": "hall", "serial": "ACCC1"}
+    assert _value(metrics, "axis_exporter_sensor_push_interval_seconds", **labels) == 60
+    assert (
+        _value(metrics, "axis_exporter_sensor_last_interval_end_timestamp_seconds", **labels) == 1_700_000_060
+    )
+    # A re-send after an outage covers hours: the interval is capped at the longest send interval (15 min).
+    metrics.record_sensor_push("hall", "ACCC1", 1_700_000_200.0, 240, (1_699_980_000, 1_700_000_060))
+    assert _value(metrics, "axis_exporter_sensor_push_interval_seconds", **labels) == 900
+    assert _value(metrics, "axis_exporter_sensor_intervals_total", **labels) == 241
+    assert _value(metrics, "axis_exporter_sensor_last_push_timestamp_seconds", **labels) == 1_700_000_200
+    # A test connection (no intervals) updates only the last push time.
+    metrics.record_sensor_push("hall", "ACCC1", 1_700_000_300.0, 0, None)
+    assert _value(metrics, "axis_exporter_sensor_last_push_timestamp_seconds", **labels) == 1_700_000_300
+    assert _value(metrics, "axis_exporter_sensor_push_interval_seconds", **labels) == 900
+
+
+def test_sensor_cap_stops_new_label_values_but_counts_their_pushes() -> None:
+    metrics = _metrics(max_sensors=2)
+    for serial in ("A1", "A2", "FORGED1", "FORGED2", "A1"):
+        metrics.record_sensor_push(f"s-{serial}", serial, 1.0e9, 1, None)
+    assert metrics.registry is not None
+    text = exposition(metrics, None)[0].decode()
+    assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == 2
+    assert "FORGED" not in text
+    assert _value(metrics, "axis_exporter_untracked_sensor_pushes_total") == 2
+    assert _value(metrics, "axis_exporter_sensor_intervals_total", sensor="s-A1", serial="A1") == 2
+
+
+def test_sensor_cap_holds_across_workers_and_a_recycled_worker(tmp_path: Path) -> None:
+    worker_a, worker_b = SensorCap(2, tmp_path), SensorCap(2, tmp_path)
+    assert worker_a.admit("hall", "S1")
+    assert worker_b.admit("door", "S2")
+    assert not worker_a.admit("forged", "X1"), "the cap counts sensors admitted by other workers"
+    assert not worker_b.admit("forged", "X2")
+    assert worker_b.admit("hall", "S1"), "a sensor admitted by another worker stays admitted"
+    recycled = SensorCap(2, tmp_path)
+    assert recycled.admit("door", "S2")
+    assert not recycled.admit("forged", "X3")
+    assert len(list((tmp_path / SENSOR_MARKERS_DIR).iterdir())) == 2
+
+
+def test_reset_removes_only_the_metric_files(tmp_path: Path) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"x")
+    (tmp_path / "gauge_livemostrecent_123.db").write_bytes(b"x")
+    SensorCap(5, tmp_path).admit("hall", "S1")
+    (tmp_path / "not-ours.txt").write_text("keep")
+    reset_multiprocess_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-ours.txt"]
+    reset_multiprocess_dir(tmp_path / "new")
+    assert (tmp_path / "new").is_dir()
+
+
+def _pings(influx: LocalInflux, bucket: str) -> int:
+    """How many /ping requests influxd has answered so far (its own httpd statistics)."""
+    return sum(int(row["pingReq"]) for row in influx.query(bucket, "SHOW STATS FOR 'httpd'"))
+
+
+def test_readyz_is_a_short_cached_check(
+    client: FlaskClient, influx: LocalInflux, bucket: str, config: Config
+) -> None:
+    before = _pings(influx, bucket)
+    started = time.monotonic()
+    for _ in range(30):
+        assert client.get("/readyz").status_code == 200
+    elapsed = time.monotonic() - started
+    pings = _pings(influx, bucket) - before
+    # One ping per 5 s at most (plus the first): never one InfluxDB round trip per probe.
+    assert 1 <= pings <= 2 + int(elapsed / 5), (pings, elapsed)
+    # A successful write counts as a check: no ping needed after it.
+    assert client.post("/push", json=payload("sample-3d-object-data")).status_code == 200
+    before = _pings(influx, bucket)
+    assert client.get("/readyz").status_code == 200
+    assert _pings(influx, bucket) == before
+
+
+def test_readyz_and_influxdb_up_follow_an_outage_without_any_push(
+    influx: LocalInflux, config: Config
+) -> None:
+    metrics = _metrics()
+    client = create_app(config, metrics=metrics).test_client()
+    assert client.get("/readyz").status_code == 200
+    assert _value(metrics, "axis_exporter_influxdb_up") == 1
+    influx.stop_bridge()
+    try:
+        deadline = time.monotonic() + 20
+        while (response := client.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+        assert "not reachable" in response.json["message"]  # type: ignore[index]
+        assert _value(metrics, "axis_exporter_influxdb_up") == 0
+    finally:
+        influx.start_bridge()
+    deadline = time.monotonic() + 20
+    while (response := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert response.status_code == 200
+    assert _value(metrics, "axis_exporter_influxdb_up") == 1
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_sensor_cap_in_the_app(influx: LocalInflux, config: Config, limit: int) -> None:
+    metrics = _metrics(max_sensors=limit)
+    client = create_app(config, metrics=metrics).test_client()
+    for index in range(4):
+        document = payload("test-connection")
+        document["sensor"]["serial"] = f"ACCC0000000{index}"
+        assert client.post("/push", json=document).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == limit
+    assert _value(metrics, "axis_exporter_untracked_sensor_pushes_total") == 4 - limit
