@@ -226,6 +226,12 @@ class Metrics:
 def exposition(metrics: Metrics, multiprocess_dir: Path | None) -> tuple[bytes, str]:
     """The text a scrape gets: all workers' values in multiprocess mode, else this registry's."""
     if multiprocess_dir is not None:
+        if client_multiprocess_dir() is None:
+            # Each worker would then count in its own memory and this scrape would show nothing of it.
+            raise RuntimeError(
+                "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: "
+                "the workers' metrics are not shared; set it before anything imports prometheus_client"
+            )
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

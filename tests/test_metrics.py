@@ -207,3 +207,9 @@ def test_sensor_cap_in_the_app(influx: LocalInflux, config: Config, limit: int) 
     text = client.get("/metrics").get_data(as_text=True)
     assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == limit
     assert _value(metrics, "axis_exporter_untracked_sensor_pushes_total") == 4 - limit
+
+
+def test_scrape_refuses_a_multiprocess_dir_the_client_does_not_write_to(tmp_path: Path) -> None:
+    # This test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR: single-process values.
+    with pytest.raises(RuntimeError, match="imported before PROMETHEUS_MULTIPROC_DIR"):
+        exposition(_metrics(), tmp_path)
