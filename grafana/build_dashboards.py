@@ -46,6 +46,9 @@ GRAFANA_DS = {"type": "grafana", "uid": "-- Grafana --"}
 QUIET_LOOKBACK = "7d"
 QUIET_FACTOR = 3
 QUIET_MIN_SECONDS = 300
+# Before a sensor's send interval is known (only a test connection so far), allow the longest interval
+# a device can be set to (15 min) three times over; prometheus/alerts.yml uses the same numbers.
+QUIET_UNKNOWN_INTERVAL_SECONDS = 3 * 15 * 60
 
 
 def seconds_since_last_push(selector: str) -> str:
@@ -62,9 +65,10 @@ def quiet_threshold(selector: str) -> str:
         f"max by (sensor, serial) (clamp_min({QUIET_FACTOR} * last_over_time({interval}[{QUIET_LOOKBACK}]), "
         f"{QUIET_MIN_SECONDS}))"
     )
-    # A sensor seen only once has no observed interval yet: use the minimum for it.
+    # A sensor without an observed interval yet gets the threshold of the longest one.
     fallback = (
-        f"max by (sensor, serial) (0 * max_over_time({last_push}[{QUIET_LOOKBACK}]) + {QUIET_MIN_SECONDS})"
+        f"max by (sensor, serial) (0 * max_over_time({last_push}[{QUIET_LOOKBACK}]) "
+        f"+ {QUIET_UNKNOWN_INTERVAL_SECONDS})"
     )
     return f"{observed} or {fallback}"
 

@@ -7,21 +7,16 @@ import json
 import re
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 import yaml
 
-from exporter.localdb import free_port
 from tests.conftest import ExporterFactory, ExporterProcess
+from tests.promserver import LocalPrometheus, sample_value, scrape_job
 from tests.support import payload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +33,7 @@ SUBSTITUTIONS = {
     "$job": "axis-exporter",
     "$instance": ".*",
 }
+NEW_SERIAL = "ACCC8E0000AA"
 LABEL_VALUES = re.compile(r"label_values\((?:(.+),\s*)?(\w+)\)")
 
 
@@ -158,86 +154,34 @@ def test_prometheus_config_is_valid_and_loads_the_alert_rules(tmp_path: Path) ->
 
 
 # --- a real Prometheus scraping a real receiver -----------------------------------------------------
-class Prometheus:
-    """Debian's prometheus on a loopback port, with its data in a temporary directory."""
-
-    def __init__(self, config: Path, data: Path, log: Path) -> None:
-        binary = shutil.which("prometheus")
-        assert binary, "prometheus not found: run ./scripts/setup (Debian package prometheus)"
-        self.port = free_port()
-        self.log = log
-        with log.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={data}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """Instant query; the result vector."""
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body: dict[str, Any] = json.load(response)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Until /-/ready answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text(errors="replace")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1):
-                    return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise AssertionError(
-            f"prometheus not ready within {timeout} s:\n{self.log.read_text(errors='replace')}"
-        )
-
-    def stop(self) -> None:
-        """Terminate and wait."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
-def scraped(exporter_server: ExporterFactory, tmp_path: Path) -> Iterator[tuple[Prometheus, ExporterProcess]]:
-    """A receiver that took one push, scraped every second by Prometheus until rates have data."""
+def scraped(
+    exporter_server: ExporterFactory, tmp_path: Path
+) -> Iterator[tuple[LocalPrometheus, ExporterProcess]]:
+    """A receiver that took a data push and, from another sensor, only a test connection; scraped every
+    second by Prometheus until rates have data."""
     server = exporter_server(workers=2)
-    response = requests.post(f"{server.url}/push", json=payload("sample-3d-object-data"), timeout=30)
-    assert response.status_code == 200, response.text
-    config = compose_prometheus_config(tmp_path, target=f"127.0.0.1:{server.port}", interval="1s")
-    prometheus = Prometheus(config, tmp_path / "prometheus-data", tmp_path / "prometheus.log")
-    try:
-        prometheus.wait_ready()
-        deadline = time.monotonic() + 60
+    test_connection = payload("test-connection")
+    test_connection["sensor"].update(name="new-door", serial=NEW_SERIAL)
+    for document in (payload("sample-3d-object-data"), test_connection):
+        response = requests.post(f"{server.url}/push", json=document, timeout=30)
+        assert response.status_code == 200, response.text
+    job = scrape_job("axis-exporter", f"127.0.0.1:{server.port}")
+    with LocalPrometheus(
+        tmp_path / "prometheus", [job], rule_files=[ROOT / "prometheus" / "alerts.yml"]
+    ) as prom:
         # Enough scrapes after the push for rate() over the substituted $__rate_interval.
-        while time.monotonic() < deadline:
-            samples = prometheus.query('count_over_time(up{job="axis-exporter"}[1m])')
-            if samples and float(samples[0]["value"][1]) >= 6:
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"prometheus did not scrape the receiver:\n{prometheus.log.read_text()}")
-        assert float(prometheus.query('up{job="axis-exporter"}')[0]["value"][1]) == 1
-        yield prometheus, server
-    finally:
-        prometheus.stop()
+        prom.wait_until(
+            'count_over_time(up{job="axis-exporter"}[1m])',
+            lambda result: bool(result) and float(result[0]["value"][1]) >= 6,
+            timeout=60,
+        )
+        assert sample_value(prom.query('up{job="axis-exporter"}')) == 1
+        yield prom, server
 
 
 def test_every_expression_returns_series_for_a_scraped_receiver(
-    scraped: tuple[Prometheus, ExporterProcess],
+    scraped: tuple[LocalPrometheus, ExporterProcess],
 ) -> None:
     prometheus, _ = scraped
     empty = [e.where for e in EXPRESSIONS if not prometheus.query(e.substituted())]
@@ -245,18 +189,20 @@ def test_every_expression_returns_series_for_a_scraped_receiver(
 
 
 def test_sensor_panels_see_the_pushing_sensor_and_it_is_not_quiet(
-    scraped: tuple[Prometheus, ExporterProcess],
+    scraped: tuple[LocalPrometheus, ExporterProcess],
 ) -> None:
     prometheus, _ = scraped
     by_where = {e.where: e for e in EXPRESSIONS}
     since = by_where["rules.yaml: Sensor stopped pushing SINCE"].substituted()
     threshold = by_where["rules.yaml: Sensor stopped pushing THRESHOLD"].substituted()
-    (age,) = prometheus.query(since)
-    (limit,) = prometheus.query(threshold)
-    assert age["metric"] == limit["metric"] == {"sensor": "axis-accc8ef3d92e", "serial": "ACCC8EF3D92E"}
-    assert 0 <= float(age["value"][1]) < 120
+    ages = {row["metric"]["serial"]: float(row["value"][1]) for row in prometheus.query(since)}
+    limits = {row["metric"]["serial"]: float(row["value"][1]) for row in prometheus.query(threshold)}
+    assert set(ages) == set(limits) == {"ACCC8EF3D92E", NEW_SERIAL}
+    assert all(0 <= age < 120 for age in ages.values()), ages
     # The sample push covers three minutes: threshold = max(3 x 180 s, 300 s).
-    assert float(limit["value"][1]) == 540
+    assert limits["ACCC8EF3D92E"] == 540
+    # Only a test connection so far: no interval known, the longest one (15 min) counts.
+    assert limits[NEW_SERIAL] == 3 * 900
     assert prometheus.query(f"({since}) > ({threshold})") == []
     quiet = by_where["receiver-health.json: Quiet sensors A"].substituted()
     assert [float(row["value"][1]) for row in prometheus.query(quiet)] == [0]
