@@ -9,6 +9,7 @@ import orjson
 
 API = b'{"apiName":"Axis Retail Data","apiVersion":"0.4",'
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+STEADY_START = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
 
 def _utc(moment: dt.datetime) -> str:
@@ -87,3 +88,14 @@ def push_body(sensor: int, start: dt.datetime, minutes: int, *, seed: int = 0, a
 def backfill_body(days: int = 90, sensor: int = 0) -> bytes:
     """A single push holding ``days`` of one-minute data (90 days: 129,600 measurements, 259,200 items)."""
     return push_body(sensor, START, days * 24 * 60)
+
+
+def steady_bodies(sensors: int, *, seed: int = 1) -> list[bytes]:
+    """One small push per sensor (1-15 one-minute measurements), as many sensors send every few minutes."""
+    rng = random.Random(seed)
+    bodies = []
+    for sensor in range(sensors):
+        minutes = rng.randint(1, 15)
+        start = STEADY_START + dt.timedelta(minutes=rng.randrange(0, 60))
+        bodies.append(push_body(sensor, start, minutes, seed=seed, adults=sensor % 3 != 0))
+    return bodies

@@ -1,0 +1,613 @@
+"""The benchmark: the receiver's data path next to the limits of what it stands on, in one run.
+
+``python -m bench`` (a few minutes on 2 cores) or ``python -m bench --quick`` (seconds, a smoke run).
+Everything runs on loopback: a private InfluxDB (exporter.localdb), ``axis-exporter serve`` under gunicorn
+and a trivial Flask app under the same gunicorn settings. Ratios are what count: every figure is
+measured next to its reference in the same run, alternating, best of ``--repeat`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.payloads import backfill_body, steady_bodies
+from exporter.lineprotocol import convert_push
+from exporter.localdb import LocalInflux, free_port
+
+HERE = Path(__file__).parent
+CHUNK_LINES = 10_000
+WORKERS = 2
+THREADS = 4
+
+
+@dataclass
+class Settings:
+    """What one run measures and for how long."""
+
+    days: int
+    repeat: int
+    steady_seconds: float
+    sensors: int
+    connections: int
+    chunk_lines: int
+    quick: bool
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    name: str
+    value: str
+    reference: str
+    ratio: str
+    goal: str
+    met: str
+
+
+@dataclass
+class Report:
+    """Everything measured, for the table and for ``--json``."""
+
+    facts: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def _verdict(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _command_version(command: list[str], pattern: str) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "-"
+    found = re.search(pattern, result.stdout + result.stderr)
+    return found.group(1) if found else "-"
+
+
+def machine_facts() -> dict[str, Any]:
+    """Cores, CPU and versions of everything measured."""
+    cpu = "-"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "orjson": _version("orjson"),
+        "flask": _version("flask"),
+        "gunicorn": _version("gunicorn"),
+        "influxdb-client": _version("influxdb-client"),
+        "influxd": _command_version(["influxd", "version"], r"InfluxDB v?(\S+)"),
+        "nginx": _command_version(["nginx", "-v"], r"nginx/(\S+)"),
+        "wrk": _command_version(["wrk", "--version"], r"wrk (\S+)"),
+    }
+
+
+def best(times: list[float]) -> float:
+    """The fastest round: the one least disturbed by other work on the machine."""
+    return min(times)
+
+
+# ---------------------------------------------------------------- (a) conversion, in-process
+
+
+def measure_conversion(body: bytes, items: int, settings: Settings, report: Report) -> None:
+    """Raw body bytes -> line protocol text, next to orjson merely parsing the same bytes."""
+    parse_times: list[float] = []
+    convert_times: list[float] = []
+    for _ in range(settings.repeat):
+        started = time.perf_counter()
+        document = orjson.loads(body)
+        parse_times.append(time.perf_counter() - started)
+        del document
+        buffer = bytearray(body)  # what the receiver holds after reading the request
+        started = time.perf_counter()
+        converted = convert_push(buffer, settings.chunk_lines)
+        lines = sum(chunk.line_count for chunk in converted.chunks(0, settings.chunk_lines))
+        convert_times.append(time.perf_counter() - started)
+        assert lines == items, f"converted {lines} lines, expected {items}"
+    parse_rate = items / best(parse_times)
+    convert_rate = items / best(convert_times)
+    ratio = convert_rate / parse_rate
+    report.figures.update(parse_items_per_s=parse_rate, convert_items_per_s=convert_rate)
+    report.rows.append(
+        Row(
+            f"(a) conversion, body -> line protocol ({items:,} items, {len(body) / 1e6:.1f} MB)",
+            f"{convert_rate:,.0f} items/s",
+            f"orjson.loads {parse_rate:,.0f} items/s",
+            f"{ratio:.2f}",
+            ">= 0.5",
+            _verdict(ratio >= 0.5),
+        )
+    )
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Server:
+    """A gunicorn server (receiver or trivial app) in a subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        with log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, *args, "--bind", f"127.0.0.1:{self.port}"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{args} exited: {log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                status, _ = request("127.0.0.1", self.port, "GET", "/healthz", b"", {})
+                if status == 200 and len(self.worker_pids()) >= WORKERS:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{args} did not answer; see {log_path}")
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers (children of the master)."""
+        pid = self.process.pid
+        try:
+            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        """SIGTERM, then wait."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def request(
+    host: str, port: int, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """One request on a fresh connection; (status, body)."""
+    connection = http.client.HTTPConnection(host, port, timeout=300)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM (peak RSS) over from the current RSS (Linux: clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+# ---------------------------------------------------------------- (b) and (d) backfill end to end
+
+
+def receiver_env(influx: LocalInflux, bucket: str, base: Path, chunk_lines: int) -> dict[str, str]:
+    """Environment of ``axis-exporter serve`` against the private InfluxDB (production defaults)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AXIS_EXPORTER_", "INFLUXDB_V2_", "PROMETHEUS_"))
+    }
+    env.update(
+        {
+            "INFLUXDB_V2_URL": influx.url,
+            "INFLUXDB_V2_ORG": "-",
+            "INFLUXDB_V2_TOKEN": influx.token,
+            "INFLUXDB_V2_BUCKET": bucket,
+            "INFLUXDB_V2_TIMEOUT": "120000",
+            "AXIS_EXPORTER_WORKERS": str(WORKERS),
+            "AXIS_EXPORTER_THREADS": str(THREADS),
+            "AXIS_EXPORTER_WRITE_CHUNK_LINES": str(chunk_lines),
+            "AXIS_EXPORTER_DEADLETTER_DIR": str(base / "deadletter"),
+            "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics"),
+        }
+    )
+    return env
+
+
+def post_line_protocol(influx: LocalInflux, bucket: str, chunks: list[bytes]) -> float:
+    """Seconds to POST ``chunks`` one after the other through the bridge, as the receiver's writer does."""
+    port = int(influx.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {"Authorization": f"Token {influx.token}", "Content-Type": "text/plain; charset=utf-8"}
+    path = f"/api/v2/write?bucket={bucket}&org=-&precision=s"
+    started = time.perf_counter()
+    try:
+        for chunk in chunks:
+            connection.request("POST", path, body=chunk, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 204:
+                raise RuntimeError(f"InfluxDB answered {response.status}: {answer[:200]!r}")
+    finally:
+        connection.close()
+    return time.perf_counter() - started
+
+
+def measure_backfill(
+    influx: LocalInflux,
+    server: Server,
+    bucket: str,
+    body: bytes,
+    items: int,
+    settings: Settings,
+    report: Report,
+) -> None:
+    """The backfill push through the receiver, next to its line protocol posted straight to InfluxDB."""
+    converted = convert_push(bytearray(body), settings.chunk_lines)
+    chunks = [chunk.payload().encode() for chunk in converted.chunks(0, settings.chunk_lines)]
+    direct_bucket = bucket + "_direct"
+    influx.create_database(direct_bucket)
+    direct_times: list[float] = []
+    receiver_times: list[float] = []
+    peaks: list[tuple[int, int]] = []  # (rss before, peak) in kB of the worker that took the push
+    headers = {"Content-Type": "application/json"}
+    for _ in range(settings.repeat):
+        direct_times.append(post_line_protocol(influx, direct_bucket, chunks))
+        workers = server.worker_pids()
+        before = {pid: _status_kb(pid, "VmRSS") for pid in workers}
+        for pid in workers:
+            reset_peak_rss(pid)
+        started = time.perf_counter()
+        status, answer = request("127.0.0.1", server.port, "POST", "/push", body, headers)
+        receiver_times.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"receiver answered {status}: {answer[:300]!r}")
+        points = orjson.loads(answer)["points"]
+        if points != items:
+            raise RuntimeError(f"receiver stored {points} points, expected {items}")
+        growth = {pid: _status_kb(pid, "VmHWM") - before[pid] for pid in workers}
+        busiest = max(growth, key=lambda pid: growth[pid])
+        peaks.append((before[busiest], _status_kb(busiest, "VmHWM")))
+    stored = influx.query(bucket, "SELECT COUNT(count) FROM people_count")
+    assert stored and stored[0]["count"] == items, f"InfluxDB holds {stored}, expected {items} points"
+    direct_rate = items / best(direct_times)
+    receiver_rate = items / best(receiver_times)
+    ratio = receiver_rate / direct_rate
+    report.figures.update(
+        backfill_items_per_s=receiver_rate,
+        direct_items_per_s=direct_rate,
+        backfill_seconds=best(receiver_times),
+        direct_seconds=best(direct_times),
+    )
+    report.rows.append(
+        Row(
+            f"(b) backfill end to end through gunicorn into InfluxDB ({len(chunks)} writes)",
+            f"{receiver_rate:,.0f} items/s ({best(receiver_times):.2f} s)",
+            f"same lines POSTed to InfluxDB {direct_rate:,.0f} items/s ({best(direct_times):.2f} s)",
+            f"{ratio:.2f}",
+            ">= 0.5",
+            _verdict(ratio >= 0.5),
+        )
+    )
+    size_kb = len(body) / 1024
+    growth_kb = max(peak - before for before, peak in peaks)
+    peak_kb = max(peak for _, peak in peaks)
+    idle_kb = min(before for before, _ in peaks)
+    report.figures.update(
+        rss_growth_x_body=growth_kb / size_kb, rss_peak_mb=peak_kb / 1024, rss_idle_mb=idle_kb / 1024
+    )
+    report.rows.append(
+        Row(
+            "(d) worker memory during the backfill push: peak RSS minus RSS before it",
+            f"{growth_kb / 1024:,.0f} MB = {growth_kb / size_kb:.1f}x body",
+            f"body {len(body) / 2**20:.0f} MB; peak RSS {peak_kb / 1024:,.0f} MB "
+            f"(idle {idle_kb / 1024:,.0f} MB)",
+            f"{growth_kb / size_kb:.1f}x",
+            "<= 3x",
+            _verdict(growth_kb / size_kb <= 3),
+        )
+    )
+
+
+# ---------------------------------------------------------------- (c) steady state
+
+
+@dataclass
+class LoadResult:
+    """Closed-loop (wrk) or open-loop (fixed rate) load on one server."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    failures: int
+
+
+def wrk_load(port: int, bodies_file: Path, seconds: float, connections: int) -> LoadResult:
+    """As many pushes as ``connections`` keep-alive clients get answered in ``seconds`` (wrk)."""
+    threads = min(2, connections)
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(HERE / "steady.lua"),
+            f"http://127.0.0.1:{port}/push",
+            "--",
+            str(bodies_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    found = re.search(r"WRK_JSON (\{.*\})", result.stdout)
+    if found is None:
+        raise RuntimeError(f"wrk failed: {result.stdout}\n{result.stderr}")
+    summary = json.loads(found.group(1))
+    return LoadResult(
+        rate=summary["requests"] / (summary["duration_us"] / 1e6),
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        failures=summary["non_2xx"] + summary["errors"],
+    )
+
+
+def fixed_rate_load(port: int, bodies: list[bytes], rate: float, seconds: float) -> LoadResult:
+    """Open loop: pushes sent on a fixed schedule; latency counted from when each was due."""
+    total = max(1, int(rate * seconds))
+    counter = itertools.count()
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+    headers = {"Content-Type": "application/json"}
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        failed = 0
+        while (index := next(counter)) < total:
+            due = start + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                connection.request("POST", "/push", body=bodies[index % len(bodies)], headers=headers)
+                response = connection.getresponse()
+                response.read()
+                failed += response.status != 200
+            except (OSError, http.client.HTTPException):
+                failed += 1
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            mine.append(time.perf_counter() - due)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+            failures[0] += failed
+
+    clients = [threading.Thread(target=client) for _ in range(32)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return LoadResult(
+        rate=len(ordered) / elapsed,
+        p50_ms=statistics.median(ordered) * 1000,
+        p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        failures=failures[0],
+    )
+
+
+def measure_steady(
+    receiver: Server,
+    trivial: Server,
+    bodies: list[bytes],
+    bodies_file: Path,
+    settings: Settings,
+    report: Report,
+) -> None:
+    """Sustained pushes/s and latency of the receiver next to the trivial app, then p99 at a fixed rate."""
+    seconds, connections = settings.steady_seconds, settings.connections
+    wrk_load(receiver.port, bodies_file, min(2.0, seconds), connections)  # warm both up
+    wrk_load(trivial.port, bodies_file, min(2.0, seconds), connections)
+    receiver_runs: list[LoadResult] = []
+    trivial_runs: list[LoadResult] = []
+    for _ in range(settings.repeat):
+        trivial_runs.append(wrk_load(trivial.port, bodies_file, seconds, connections))
+        receiver_runs.append(wrk_load(receiver.port, bodies_file, seconds, connections))
+    receiver_best = max(receiver_runs, key=lambda run: run.rate)
+    trivial_best = max(trivial_runs, key=lambda run: run.rate)
+    failures = sum(run.failures for run in receiver_runs + trivial_runs)
+    if failures:
+        raise RuntimeError(f"{failures} pushes failed under steady load")
+    ratio = receiver_best.rate / trivial_best.rate
+    half_rate = trivial_best.rate / 2
+    at_half = fixed_rate_load(receiver.port, bodies, half_rate, seconds)
+    at_own_half = fixed_rate_load(receiver.port, bodies, receiver_best.rate / 2, seconds)
+    report.figures.update(
+        steady_pushes_per_s=receiver_best.rate,
+        trivial_pushes_per_s=trivial_best.rate,
+        p99_ms_at_half_http=at_half.p99_ms,
+        p99_ms_at_half_own=at_own_half.p99_ms,
+    )
+    report.rows.append(
+        Row(
+            f"(c) steady state: {len(bodies):,} sensors, 1-15 min per push, {connections} connections",
+            f"{receiver_best.rate:,.0f} pushes/s, p50 {receiver_best.p50_ms:.1f} ms, "
+            f"p99 {receiver_best.p99_ms:.1f} ms",
+            f"trivial Flask app {trivial_best.rate:,.0f} pushes/s, p50 {trivial_best.p50_ms:.1f} ms, "
+            f"p99 {trivial_best.p99_ms:.1f} ms",
+            f"{ratio:.2f}",
+            ">= 0.5",
+            _verdict(ratio >= 0.5),
+        )
+    )
+    report.rows.append(
+        Row(
+            f"(c) p99 at half the HTTP stack's rate ({half_rate:,.0f} pushes/s offered, fixed schedule)",
+            f"p99 {at_half.p99_ms:.1f} ms, p50 {at_half.p50_ms:.1f} ms ({at_half.rate:,.0f}/s done)",
+            f"at half the receiver's own rate ({receiver_best.rate / 2:,.0f}/s): "
+            f"p99 {at_own_half.p99_ms:.1f} ms",
+            "-",
+            "< 50 ms",
+            _verdict(at_half.p99_ms < 50 and at_half.failures == 0),
+        )
+    )
+
+
+# ---------------------------------------------------------------- the run
+
+
+def table(report: Report) -> str:
+    """The result as a Markdown table, with the machine above it."""
+    facts = report.facts
+    lines = [
+        f"axis-exporter bench, {facts['date']}, {facts['cores']} cores ({facts['cpu']}), "
+        f"mode {facts['mode']}",
+        "versions: "
+        + ", ".join(
+            f"{key} {facts[key]}" for key in ("python", "orjson", "flask", "gunicorn", "influxdb-client")
+        )
+        + f", influxd {facts['influxd']}, nginx {facts['nginx']}, wrk {facts['wrk']}",
+        f"settings: {WORKERS} gunicorn workers x {THREADS} threads (gthread), write chunks of "
+        f"{facts['chunk_lines']:,} lines, best of {facts['repeat']} alternating rounds",
+        "",
+        "| measurement | receiver | reference (same run) | ratio | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row.name} | {row.value} | {row.reference} | {row.ratio} | {row.goal} | {row.met} |"
+        for row in report.rows
+    ]
+    return "\n".join(lines)
+
+
+@contextmanager
+def _workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="axis-bench-"))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] = print) -> Report:
+    """Run every measurement and return the report."""
+    report = Report()
+    report.facts = {
+        **machine_facts(),
+        "mode": "quick" if settings.quick else "full",
+        "repeat": settings.repeat,
+        "chunk_lines": settings.chunk_lines,
+    }
+    progress(f"building a {settings.days}-day one-minute backfill push ...")
+    body = backfill_body(settings.days)
+    items = settings.days * 24 * 60 * 2
+    progress("(a) conversion in-process ...")
+    measure_conversion(body, items, settings, report)
+    with _workdir(keep) as base, ExitStack() as stack:
+        influx = stack.enter_context(LocalInflux(base / "influxdb"))
+        bucket = "bench"
+        influx.create_database(bucket)
+        env = receiver_env(influx, bucket, base, settings.chunk_lines)
+        receiver = Server(["-m", "exporter", "serve"], env, base / "receiver.log")
+        stack.callback(receiver.stop)
+        progress("(b)+(d) backfill through the receiver ...")
+        measure_backfill(influx, receiver, bucket, body, items, settings, report)
+        del body
+        trivial = Server(
+            ["-m", "bench.trivial", "--workers", str(WORKERS), "--threads", str(THREADS)],
+            env,
+            base / "trivial.log",
+        )
+        stack.callback(trivial.stop)
+        bodies = steady_bodies(settings.sensors)
+        bodies_file = base / "steady.jsonl"
+        bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+        progress("(c) steady state ...")
+        measure_steady(receiver, trivial, bodies, bodies_file, settings, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: ``python -m bench [--quick]``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small payloads, short loads (seconds)"
+    )
+    parser.add_argument("--repeat", type=int, help="rounds per measurement (default 3, quick 1)")
+    parser.add_argument("--days", type=int, help="days of one-minute data in the backfill push (default 90)")
+    parser.add_argument("--seconds", type=float, help="seconds per steady-state load run (default 10)")
+    parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES, help="lines per InfluxDB write")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
+    args = parser.parse_args(argv)
+    settings = Settings(
+        days=args.days or (5 if args.quick else 90),
+        repeat=args.repeat or (1 if args.quick else 3),
+        steady_seconds=args.seconds or (1.0 if args.quick else 10.0),
+        sensors=200 if args.quick else 2_000,
+        connections=16,
+        chunk_lines=args.chunk_lines,
+        quick=args.quick,
+    )
+    report = run(settings, keep=args.keep, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    print(table(report))
+    if args.json:
+        args.json.write_bytes(
+            orjson.dumps({"facts": report.facts, "figures": report.figures}, option=orjson.OPT_INDENT_2)
+        )
+    return 0
