@@ -24,6 +24,7 @@ from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore
 from exporter.lineprotocol import ConvertedPush, convert_push
 from exporter.metrics import Metrics, exposition
 from exporter.payload import PayloadError, Push, Rejected
+from exporter.readdeadline import ReadDeadlineWatchdog
 from exporter.writer import InfluxWriter, StorageUnavailable
 
 log = logging.getLogger("exporter")
@@ -57,6 +58,7 @@ class PushReceiver:
         self.writer = writer
         self.metrics = metrics
         self.deadletter = deadletter
+        self.read_deadline = ReadDeadlineWatchdog(config.client_timeout_seconds)
 
     def handle(self) -> Response:
         """Answer the current request; every path is counted by result."""
@@ -104,12 +106,28 @@ class PushReceiver:
         if request.content_length is not None and request.content_length > limit:
             raise too_large
         body = bytearray()
-        # Counted while reading, so a chunked body without Content-Length cannot exhaust memory either.
-        # One growing buffer: joining a list of chunks would hold the body twice at the end.
-        while chunk := request.stream.read(_READ_CHUNK):
-            if len(body) + len(chunk) > limit:
-                raise too_large
-            body += chunk
+        too_slow = PushError(
+            408,
+            "client_timeout",
+            f"the body did not arrive within {self.config.client_timeout_seconds} s "
+            "(AXIS_EXPORTER_CLIENT_TIMEOUT)",
+        )
+        with self.read_deadline.watch(request.environ.get("gunicorn.socket")) as deadline:
+            try:
+                # Counted while reading, so a chunked body without Content-Length cannot exhaust memory.
+                # One growing buffer: joining a list of chunks would hold the body twice at the end.
+                while chunk := request.stream.read(_READ_CHUNK):
+                    if len(body) + len(chunk) > limit:
+                        raise too_large
+                    body += chunk
+            except PushError:
+                raise
+            except Exception:
+                if deadline is not None and deadline.expired:  # the cut-off read failed mid-chunk
+                    raise too_slow from None
+                raise
+        if deadline is not None and deadline.expired:
+            raise too_slow
         self.metrics.push_body_bytes.observe(len(body))
         return body
 

@@ -39,6 +39,7 @@ PUSH_RESULTS = (
     "forbidden",
     "too_large",
     "unsupported_media_type",
+    "client_timeout",
     "storage_unavailable",
     "internal_error",
 )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -90,3 +93,32 @@ def test_cli_import_leaves_prometheus_client_unloaded() -> None:
     code = "import sys, exporter.cli; print('prometheus_client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", "a module imported by exporter.cli imports prometheus_client"
+
+
+def test_a_client_trickling_its_body_is_cut_off_and_others_still_get_through(
+    exporter_server: ExporterFactory, influx: LocalInflux, bucket: str
+) -> None:
+    server = exporter_server(
+        workers=1, env={"AXIS_EXPORTER_THREADS": "2", "AXIS_EXPORTER_CLIENT_TIMEOUT": "2"}
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(
+            b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
+        started = time.monotonic()
+        answer = b""
+        for _ in range(40):  # bounded: at most ~20 s of trickling
+            try:
+                slow.sendall(b" ")
+            except OSError:
+                break
+            readable, _, _ = select.select([slow], [], [], 0.5)
+            if readable:
+                answer = slow.recv(1000)
+                break
+        elapsed = time.monotonic() - started
+        response = requests.post(f"{server.url}/push", json=payload("test-connection"), timeout=10)
+        assert response.status_code == 200, "the other thread must still take pushes"
+    assert answer.startswith(b"HTTP/1.1 408"), f"expected a 408 for the trickling client, got {answer[:80]!r}"
+    assert elapsed < 6, f"the trickling client held its thread for {elapsed:.1f} s"
