@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -94,7 +96,10 @@ class ExporterProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"exporter exited with {self.process.returncode}:\n{self.log()}")
             try:
-                requests.get(f"{self.url}/healthz", timeout=1, verify=False)
+                with warnings.catch_warnings():
+                    # Only "is it up?": the TLS tests verify certificates themselves.
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    requests.get(f"{self.url}/healthz", timeout=1, verify=False)
                 if len(self.worker_pids()) >= int(self.env.get("AXIS_EXPORTER_WORKERS", "1")):
                     return
             except requests.RequestException:
