@@ -203,6 +203,9 @@ def test_prometheus_sees_the_totals_of_all_workers_even_after_one_is_killed(
         pids = _wait_for_respawn(server, victim, 2, metrics_dir)
         phase3 = _send(server.url, [(MINUTE, i) for i in range(70, 80)], base)
         assert _pushes_by_pid(metrics_dir).get(victim, 0) > 0, "the dead worker's counts are still on disk"
+        # gunicorn's child_exit hook dropped only the dead worker's live gauge (influxdb_up).
+        assert not (metrics_dir / f"gauge_livemostrecent_{victim}.db").exists()
+        assert (metrics_dir / f"gauge_mostrecent_{victim}.db").exists()
         assert len([pid for pid, n in _pushes_by_pid(metrics_dir).items() if n > 0]) >= 2
 
         sent = first + phase1 + phase2 + phase3
