@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from exporter.localdb import LocalInflux
 from exporter.metrics import (
     BODY_BYTES_BUCKETS,
     DURATION_BUCKETS,
+    PUSH_RESULTS,
     SENSOR_MARKERS_DIR,
     Metrics,
     SensorCap,
@@ -213,3 +215,11 @@ def test_scrape_refuses_a_multiprocess_dir_the_client_does_not_write_to(tmp_path
     # This test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR: single-process values.
     with pytest.raises(RuntimeError, match="imported before PROMETHEUS_MULTIPROC_DIR"):
         exposition(_metrics(), tmp_path)
+
+
+def test_every_result_the_app_counts_exists_from_the_start() -> None:
+    source = (Path(__file__).resolve().parent.parent / "exporter" / "app.py").read_text(encoding="utf-8")
+    counted = set(re.findall(r'PushError\(\s*\d{3},\s*"(\w+)"', source))
+    counted |= set(re.findall(r'pushes\.labels\("(\w+)"\)', source))
+    assert len(counted) >= 8, counted
+    assert counted <= set(PUSH_RESULTS), f"add to PUSH_RESULTS: {sorted(counted - set(PUSH_RESULTS))}"
