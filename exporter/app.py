@@ -269,7 +269,9 @@ def create_app(
     if config is None:
         config = load_config(os.environ)
     if metrics is None:
-        metrics = Metrics(CollectorRegistry(auto_describe=True), config.max_sensors)
+        metrics = Metrics(
+            CollectorRegistry(auto_describe=True), config.max_sensors, config.prometheus_multiproc_dir
+        )
     if writer is None:
         if config.influx is None:
             raise ConfigError(
