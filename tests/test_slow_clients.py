@@ -1,0 +1,197 @@
+"""Slow clients: connections that trickle bytes must not hold the receiver's threads for long.
+
+Contract (AXIS_EXPORTER_CLIENT_TIMEOUT, seconds): a client that has not sent its whole request within the
+timeout is answered 408 (JSON body) or its connection is closed. Here the timeout is 2 s and every
+thread of the only worker is taken by a trickler, so a normal push gets through only if they are cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from exporter.certs import issue_certificates
+from exporter.localdb import LocalInflux
+from tests.conftest import ExporterFactory, ExporterProcess
+from tests.support import payload
+
+CLIENT_TIMEOUT = 2
+THREADS = 2
+TRICKLE_EVERY = 0.2  # seconds between single bytes
+TRICKLE_FOR = 20.0  # bounded: a trickler gives up by itself after this long
+CUT_WITHIN = 5.0  # the contract: cut off within ~5 s with a 2 s timeout
+
+
+@dataclass
+class Outcome:
+    """How a trickling connection ended."""
+
+    how: str = "still open"  # "answered", "closed" or "still open" (gave up after TRICKLE_FOR)
+    seconds: float = 0.0
+    answer: bytes = b""
+
+    @property
+    def status(self) -> int | None:
+        """HTTP status of the answer, if any."""
+        parts = self.answer.split(b"\r\n", 1)[0].split()
+        return int(parts[1]) if len(parts) >= 2 and parts[0].startswith(b"HTTP/") else None
+
+
+def trickle(connect: socket.socket, head: bytes, drip: bytes, outcome: Outcome) -> None:
+    """Send `head` at once, then `drip` one byte at a time until the server answers or hangs up."""
+    started = time.monotonic()
+    with connect as sock:
+        try:
+            sock.sendall(head)
+            index = 0
+            while time.monotonic() - started < TRICKLE_FOR:
+                readable, _, _ = select.select([sock], [], [], TRICKLE_EVERY)
+                if readable:
+                    chunk = sock.recv(65536)
+                    outcome.seconds = time.monotonic() - started
+                    if not chunk:
+                        outcome.how = "answered" if outcome.answer else "closed"
+                        return
+                    outcome.answer += chunk
+                    outcome.how = "answered"
+                    if b"\r\n\r\n" in outcome.answer and outcome.answer.rstrip().endswith(b"}"):
+                        return
+                    continue
+                sock.sendall(drip[index % len(drip) : index % len(drip) + 1])
+                index += 1
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            outcome.how = "closed"
+            outcome.seconds = time.monotonic() - started
+        except TimeoutError:
+            outcome.how = "still open"
+
+
+def body_trickler_head() -> bytes:
+    """Headers announcing a 100 kB push; the body then comes a byte at a time."""
+    return (
+        b"POST /push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n{"
+    )
+
+
+def start_tricklers(
+    server: ExporterProcess, head: bytes, drip: bytes, count: int, context: ssl.SSLContext | None
+) -> tuple[list[Outcome], list[threading.Thread]]:
+    """`count` trickling connections, each on its own thread."""
+    outcomes, threads = [], []
+    for _ in range(count):
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=TRICKLE_FOR + 5)
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1") if context is not None else raw
+        outcome = Outcome()
+        thread = threading.Thread(target=trickle, args=(sock, head, drip, outcome), daemon=True)
+        thread.start()
+        outcomes.append(outcome)
+        threads.append(thread)
+    return outcomes, threads
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Certificates for an HTTPS receiver on 127.0.0.1."""
+    out = tmp_path_factory.mktemp("tls")
+    issue_certificates(out, ["127.0.0.1"])
+    return out
+
+
+def slow_server(exporter_server: ExporterFactory, scheme: str, tls: Path) -> ExporterProcess:
+    """One worker with THREADS threads and a CLIENT_TIMEOUT-second client timeout."""
+    args = []
+    if scheme == "https":
+        args = ["--certfile", str(tls / "server-cert.pem"), "--keyfile", str(tls / "server-key.pem")]
+    return exporter_server(
+        *args,
+        workers=1,
+        scheme=scheme,
+        env={"AXIS_EXPORTER_THREADS": str(THREADS), "AXIS_EXPORTER_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT)},
+    )
+
+
+def assert_cut_off(outcomes: list[Outcome], what: str, statuses: frozenset[int] = frozenset({408})) -> None:
+    """Every trickler was answered (408, with JSON) or disconnected within CUT_WITHIN seconds."""
+    for index, outcome in enumerate(outcomes):
+        assert outcome.how != "still open", (
+            f"{what} #{index} was still connected after {TRICKLE_FOR:.0f} s of trickling: "
+            f"AXIS_EXPORTER_CLIENT_TIMEOUT={CLIENT_TIMEOUT} did not cut it off"
+        )
+        assert outcome.seconds <= CUT_WITHIN, (
+            f"{what} #{index} was cut off only after {outcome.seconds:.1f} s (timeout {CLIENT_TIMEOUT} s)"
+        )
+        if outcome.how == "answered":
+            assert outcome.status in statuses, (
+                f"{what} #{index} got {outcome.answer[:200]!r}, expected HTTP {sorted(statuses)}"
+            )
+            if outcome.status == 408:
+                body = outcome.answer.partition(b"\r\n\r\n")[2]
+                assert json.loads(body)["status"] == "error", f"{what} #{index}: 408 without the JSON body"
+
+
+def push_meanwhile(server: ExporterProcess, verify: str | bool) -> tuple[str, float]:
+    """A normal push while the tricklers hold every thread: ("HTTP <status>" or the error, seconds taken)."""
+    started = time.monotonic()
+    try:
+        response = requests.post(
+            f"{server.url}/push", json=payload("sample-3d-object-data"), timeout=15, verify=verify
+        )
+    except requests.RequestException as exc:
+        return f"no answer within 15 s ({type(exc).__name__})", time.monotonic() - started
+    return f"HTTP {response.status_code}", time.monotonic() - started
+
+
+# The fixture's readiness probe does not verify the self-signed certificate; the tests below do.
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_clients_trickling_their_body_are_cut_off_and_pushes_get_through(
+    scheme: str, exporter_server: ExporterFactory, influx: LocalInflux, bucket: str, tls_files: Path
+) -> None:
+    server = slow_server(exporter_server, scheme, tls_files)
+    workers = server.worker_pids()
+    context = ssl.create_default_context(cafile=str(tls_files / "CA-cert.pem")) if scheme == "https" else None
+    verify: str | bool = str(tls_files / "CA-cert.pem") if scheme == "https" else True
+    outcomes, threads = start_tricklers(server, body_trickler_head(), b" ", THREADS, context)
+    time.sleep(0.5)  # the tricklers now hold both threads
+    status, seconds = push_meanwhile(server, verify)
+    for thread in threads:
+        thread.join(TRICKLE_FOR + 10)
+    assert status == "HTTP 200", (
+        f"the push made while slow clients held the threads got {status}; the tricklers: {outcomes}"
+    )
+    assert seconds <= CUT_WITHIN, f"the push waited {seconds:.1f} s behind the slow clients"
+    assert_cut_off(outcomes, f"{scheme} body trickler")
+    stored = influx.query(bucket, "SELECT * FROM people_count")
+    assert len(stored) == 6, f"only the normal push's 6 points may be stored, found {len(stored)}"
+    assert server.worker_pids() == workers, "a worker was replaced while handling slow clients"
+
+
+def test_clients_trickling_their_headers_are_cut_off_and_pushes_get_through(
+    exporter_server: ExporterFactory, influx: LocalInflux, bucket: str, tls_files: Path
+) -> None:
+    """Slowloris: the request line and headers a byte at a time, never finished."""
+    server = slow_server(exporter_server, "http", tls_files)
+    head = b"POST /push HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    drip = b"X-Slow: " + b"a" * 60 + b"\r\n"
+    outcomes, threads = start_tricklers(server, head, drip, THREADS, None)
+    time.sleep(0.5)
+    status, seconds = push_meanwhile(server, True)
+    for thread in threads:
+        thread.join(TRICKLE_FOR + 10)
+    assert status == "HTTP 200", (
+        f"the push made while clients trickled headers got {status} after {seconds:.1f} s: the request "
+        f"line and headers have no deadline (AXIS_EXPORTER_CLIENT_TIMEOUT covers only the body); "
+        f"the tricklers: {outcomes}"
+    )
+    assert seconds <= CUT_WITHIN, f"the push waited {seconds:.1f} s behind clients trickling headers"
+    assert_cut_off(outcomes, "header trickler", frozenset({400, 408, 431}))
