@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
+from gunicorn.http.errors import ParseException
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
@@ -120,12 +121,11 @@ class PushReceiver:
                     if len(body) + len(chunk) > limit:
                         raise too_large
                     body += chunk
-            except PushError:
-                raise
-            except Exception:
+            except (OSError, ParseException) as exc:
                 if deadline is not None and deadline.expired:  # the cut-off read failed mid-chunk
                     raise too_slow from None
-                raise
+                # A body cut short or a broken chunked encoding: the client's fault, not ours.
+                raise PushError(400, "bad_request", f"the request body could not be read: {exc!r}") from None
         if deadline is not None and deadline.expired:
             raise too_slow
         self.metrics.push_body_bytes.observe(len(body))
