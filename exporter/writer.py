@@ -1,20 +1,28 @@
-"""The InfluxDB writer: synchronous, chunked writes that tell stored, refused and unavailable apart."""
+"""The InfluxDB writer: synchronous, chunked writes that tell stored, refused and unavailable apart.
+
+Writes are plain ``POST /api/v2/write`` requests (what influxdb-client's SYNCHRONOUS write sends), made
+with http.client on one kept-alive connection per thread: the client library's request machinery (and
+urllib3's) cost more CPU per write than the rest of a small push (see bench/). A write returns only once
+InfluxDB answered it. Small pushes that arrive while
+another write of the same worker is in flight are sent together in the next write (group commit); each
+request still waits for the answer that covers its own lines.
+"""
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
+import ssl
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+from urllib.parse import urlencode, urlsplit
 
-import urllib3
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
-
+from exporter import __version__
 from exporter.config import InfluxConfig
 
 log = logging.getLogger(__name__)
@@ -23,6 +31,7 @@ log = logging.getLogger(__name__)
 # same points cannot succeed, so they go to the dead-letter store. Everything else means "not now".
 _REFUSED_STATUSES = frozenset({400, 422})
 _DROPPED = re.compile(r"dropped=(\d+)")
+_ERROR_TEXT = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 class Chunk(NamedTuple):
@@ -48,6 +57,10 @@ class StorageUnavailable(Exception):
     """InfluxDB is unreachable, timed out, failed or rejected our credentials: nothing is confirmed."""
 
 
+class Refused(Exception):
+    """InfluxDB will never take (some of) these points; the message is InfluxDB's reason."""
+
+
 @dataclass
 class WriteOutcome:
     """What InfluxDB confirmed: ``written`` lines stored, ``refused`` lines with InfluxDB's reason."""
@@ -61,12 +74,29 @@ class WriteOutcome:
         self.refused.extend(other.refused)
 
 
-def _error_message(exc: ApiException) -> str:
+def _error_message(status: int, body: bytes, reason: str | None) -> str:
     """InfluxDB's own error text from a failed write (v1 says "error", v2 says "message")."""
-    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
-    match = re.search(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)"', body)
-    text = match.group(1) if match else (body.strip() or str(exc.reason))
-    return f"InfluxDB answered {exc.status}: {text}"
+    text = body.decode("utf-8", "replace")
+    match = _ERROR_TEXT.search(text)
+    return f"InfluxDB answered {status}: {match.group(1) if match else (text.strip() or reason or '')}"
+
+
+def _close_all(connections: set[http.client.HTTPConnection]) -> None:
+    for connection in list(connections):
+        connection.close()
+        connections.discard(connection)
+
+
+class _Pending:
+    """A small push waiting to be written together with others (group commit)."""
+
+    __slots__ = ("chunk", "error", "event", "outcome")
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.event = threading.Event()
+        self.outcome: WriteOutcome | None = None
+        self.error: StorageUnavailable | None = None
 
 
 class InfluxWriter:
@@ -77,32 +107,89 @@ class InfluxWriter:
         config: InfluxConfig,
         chunk_lines: int,
         observe_write_seconds: Callable[[float], None] | None = None,
-        pool_size: int = 16,
     ) -> None:
         self.config = config
         self.chunk_lines = chunk_lines
         self._observe = observe_write_seconds
-        self._client = InfluxDBClient(
-            url=config.url,
-            token=config.token,
-            org=config.org,
-            timeout=config.timeout_ms,
-            connection_pool_maxsize=pool_size,
-        )
-        # SYNCHRONOUS: the default batching mode acknowledges nothing, and a 200 must mean stored.
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        url = urlsplit(config.url)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (443 if self._https else 80)
+        self._timeout = config.timeout_ms / 1000
+        self._prefix = url.path.rstrip("/")
+        query = urlencode({"org": config.org, "bucket": config.bucket, "precision": "s"})
+        self._write_path = f"{self._prefix}/api/v2/write?{query}"
+        self._headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Accept": "application/json",
+            "User-Agent": f"axis-exporter/{__version__}",
+        }
+        if config.token:
+            self._headers["Authorization"] = f"Token {config.token}"
+        self._local = threading.local()
+        self._ssl = ssl.create_default_context() if self._https else None
+        # Every open connection, so that closing the writer (or collecting it) closes them all.
+        self._connections: set[http.client.HTTPConnection] = set()
+        weakref.finalize(self, _close_all, self._connections)
         self._reachable: bool | None = None
         self._checked_at = 0.0
+        self._group_lock = threading.Lock()
+        self._group: list[_Pending] = []
+        self._group_writing = False
 
     def close(self) -> None:
         """Release the HTTP connections."""
-        self._client.close()  # type: ignore[no-untyped-call]  # the client has no type hints
+        _close_all(self._connections)
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection
+        if self._ssl is not None:
+            connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self._ssl
+            )
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        self._connections.add(connection)
+        self._local.connection = connection
+        return connection
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        self._connections.discard(connection)
+        self._local.connection = None
+
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, str, bytes]:
+        """(status, reason, body) on this thread's kept-alive connection; raise OSError/HTTPException."""
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        reused = connection is not None
+        if connection is None:
+            connection = self._connect(timeout)
+        for attempt in (1, 2):
+            try:
+                connection.timeout = timeout
+                if connection.sock is not None:
+                    connection.sock.settimeout(timeout)
+                connection.request(method, path, body=body, headers=self._headers)
+                response = connection.getresponse()
+                data = response.read()
+                if response.will_close:
+                    self._drop(connection)
+                return response.status, response.reason, data
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(connection)
+                # A kept-alive connection the server closed meanwhile: once more on a new one. Never
+                # after a timeout (InfluxDB may still be busy with it); a repeated write is idempotent.
+                if not reused or attempt == 2 or isinstance(exc, TimeoutError):
+                    raise
+                connection = self._connect(timeout)
+        raise AssertionError("unreachable")
 
     def ping(self) -> bool:
         """Whether InfluxDB answers at all."""
         try:
-            reachable = bool(self._client.ping())
-        except Exception:  # the client raises whatever urllib3 raises; any failure means "not reachable"
+            status, _, _ = self._request("GET", f"{self._prefix}/ping", None, min(self._timeout, 5.0))
+            reachable = 200 <= status < 300
+        except (OSError, http.client.HTTPException):
             reachable = False
         self._note_reachable(reachable)
         return reachable
@@ -125,48 +212,132 @@ class InfluxWriter:
         return outcome
 
     def write_chunks(self, chunks: Iterable[Chunk]) -> WriteOutcome:
-        """Write prepared chunks in order; raise StorageUnavailable as ``write`` does."""
-        outcome = WriteOutcome()
-        for chunk in chunks:
-            try:
-                self._post(chunk.payload())
-            except ApiException:
-                outcome.add(self._write_or_split(chunk.lines()))
-            else:
-                outcome.written += chunk.line_count + (chunk.last is not None)
+        """Write prepared chunks in order; raise StorageUnavailable as ``write`` does.
+
+        A push of one small chunk may share its write with other pushes (group commit).
+        """
+        iterator = iter(chunks)
+        first = next(iterator, None)
+        if first is None:
+            return WriteOutcome()
+        second = next(iterator, None)
+        if second is None and first.line_count < self.chunk_lines:
+            return self._write_grouped(first)
+        outcome = self._write_chunk(first)
+        if second is not None:
+            outcome.add(self._write_chunk(second))
+        for chunk in iterator:
+            outcome.add(self._write_chunk(chunk))
         return outcome
 
-    def _post(self, lines: Sequence[str] | str) -> None:
+    def _write_chunk(self, chunk: Chunk) -> WriteOutcome:
+        try:
+            self._post(chunk.payload())
+        except Refused as exc:
+            return self._write_or_split(chunk.lines(), str(exc))
+        return WriteOutcome(written=chunk.line_count + (chunk.last is not None))
+
+    def _write_grouped(self, chunk: Chunk) -> WriteOutcome:
+        """Write ``chunk`` with whatever other small pushes wait; the first to arrive writes for all."""
+        entry = _Pending(chunk)
+        with self._group_lock:
+            self._group.append(entry)
+            lead = not self._group_writing
+            self._group_writing = True
+        if not lead:
+            entry.event.wait()
+        if entry.outcome is None and entry.error is None:
+            # This thread leads: it writes everything waiting (itself included), then hands over.
+            try:
+                batch = self._take_batch()
+                self._write_batch(batch)
+            finally:
+                with self._group_lock:
+                    if self._group:
+                        self._group[0].event.set()  # its outcome is unset: it leads the next write
+                    else:
+                        self._group_writing = False
+        if entry.error is not None:
+            raise entry.error
+        assert entry.outcome is not None
+        return entry.outcome
+
+    def _take_batch(self) -> list[_Pending]:
+        """The waiting pushes, oldest first, up to about one chunk of lines."""
+        batch: list[_Pending] = []
+        lines = 0
+        with self._group_lock:
+            while self._group:
+                size = self._group[0].chunk.line_count + 1
+                if batch and lines + size > self.chunk_lines:
+                    break
+                batch.append(self._group.pop(0))
+                lines += size
+        return batch
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """One write for ``batch``; every entry gets its outcome (or error) and is woken up."""
+        try:
+            if len(batch) == 1:
+                batch[0].outcome = self._write_chunk(batch[0].chunk)
+            else:
+                try:
+                    self._post("\n".join(pending.chunk.payload() for pending in batch))
+                except Refused:
+                    # A push holds a point InfluxDB refuses: write push by push (rewrites are idempotent).
+                    for pending in batch:
+                        pending.outcome = self._write_chunk(pending.chunk)
+                else:
+                    for pending in batch:
+                        chunk = pending.chunk
+                        pending.outcome = WriteOutcome(written=chunk.line_count + (chunk.last is not None))
+        except StorageUnavailable as exc:
+            for pending in batch:
+                if pending.outcome is None:
+                    pending.error = exc
+        except BaseException as exc:
+            for pending in batch:
+                if pending.outcome is None:
+                    pending.error = StorageUnavailable(f"write failed: {exc!r}")
+            raise
+        finally:
+            for pending in batch:
+                pending.event.set()
+
+    def _post(self, body: str) -> None:
+        """POST ``body``; raise Refused (400/422) or StorageUnavailable (anything else but 2xx)."""
         started = time.perf_counter()
         try:
-            self._write_api.write(
-                bucket=self.config.bucket,
-                org=self.config.org,
-                record=lines if isinstance(lines, str) else "\n".join(lines),
-                write_precision=WritePrecision.S,  # type: ignore[arg-type]  # a str constant, typed as the class
+            status, reason, data = self._request(
+                "POST", self._write_path, body.encode("utf-8"), self._timeout
             )
-        except ApiException as exc:
-            if exc.status in _REFUSED_STATUSES:
-                self._note_reachable(True)
-                raise
+        except (OSError, http.client.HTTPException) as exc:
             self._note_reachable(False)
-            raise StorageUnavailable(_error_message(exc)) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            self._note_reachable(False)
-            raise StorageUnavailable(f"InfluxDB at {self.config.url} is not reachable: {exc}") from exc
-        else:
-            self._note_reachable(True)
+            raise StorageUnavailable(f"InfluxDB at {self.config.url} is not reachable: {exc!r}") from exc
         finally:
             if self._observe is not None:
                 self._observe(time.perf_counter() - started)
+        if 200 <= status < 300:
+            self._note_reachable(True)
+            return
+        message = _error_message(status, data, reason)
+        if status in _REFUSED_STATUSES:
+            self._note_reachable(True)
+            raise Refused(message)
+        self._note_reachable(False)
+        raise StorageUnavailable(message)
 
-    def _write_or_split(self, lines: Sequence[str]) -> WriteOutcome:
-        """Write ``lines``; where InfluxDB refuses some, find them by halving (rewrites are idempotent)."""
-        try:
-            self._post(lines)
-            return WriteOutcome(written=len(lines))
-        except ApiException as exc:
-            reason = _error_message(exc)
+    def _write_or_split(self, lines: Sequence[str], reason: str | None = None) -> WriteOutcome:
+        """Write ``lines``; where InfluxDB refuses some, find them by halving (rewrites are idempotent).
+
+        ``reason``: InfluxDB already refused these very lines with it (no need to post them again).
+        """
+        if reason is None:
+            try:
+                self._post("\n".join(lines))
+                return WriteOutcome(written=len(lines))
+            except Refused as exc:
+                reason = str(exc)
         dropped = _DROPPED.search(reason)
         if len(lines) == 1 or (dropped is not None and int(dropped.group(1)) >= len(lines)):
             log.warning("InfluxDB refused %d point(s): %s", len(lines), reason)
