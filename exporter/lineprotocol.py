@@ -295,62 +295,69 @@ class _Slow(Exception):
     """Internal: this measurement needs the general path."""
 
 
-# Stands for the sensor tags in lines built before the sensor object (usually after data) is parsed.
-_MARK = "\x00"
 # Bodies from this size on are parsed a slice at a time, to bound memory (and keep the slices in cache).
 SPLIT_MIN_BYTES = 1 << 20
 PIECE_BYTES = 1 << 16
 
 
 class ConvertedPush:
-    """A push turned into line protocol, in write-sized chunks of text, plus what could not be used."""
+    """A checked push and its line protocol in write-sized chunks, plus what could not be used.
+
+    Small pushes are converted at once. A large push was only checked (sliced parse, envelope) when
+    this is made; ``chunks`` parses and converts it slice by slice as the chunks are written, so that
+    InfluxDB stores one chunk while the next is built. ``rejected``, ``intervals`` and ``span`` are
+    complete once ``chunks`` is exhausted.
+    """
 
     def __init__(
-        self, push: Push, builder: PushLineBuilder, result: BatchResult, chunks: list[str], marked: bool
+        self,
+        push: Push,
+        result: BatchResult,
+        pieces: Iterator[list[Any]] | None = None,
     ) -> None:
         self.push = push
-        self._marked = marked
-        self.builder = builder
-        self.rejected = result.rejected
-        self.intervals = result.intervals
-        self.span = (
-            (result.min_from, result.max_to)
-            if result.min_from is not None and result.max_to is not None
-            else None
-        )
-        self._chunks = chunks
-        # people_count lines hold no newline (tags and keys escape it, fields are numbers)
-        self._line_counts = [chunk.count("\n") + 1 for chunk in chunks]
+        self.builder = PushLineBuilder(push)
+        self._result = result
+        self._lines = result.lines  # where the converter appends
+        self._pieces = pieces
 
     @property
-    def points(self) -> int:
-        """``people_count`` lines."""
-        return sum(self._line_counts)
+    def rejected(self) -> list[Rejected]:
+        """Measurements that failed validation."""
+        return self._result.rejected
+
+    @property
+    def intervals(self) -> int:
+        """Measurements stored."""
+        return self._result.intervals
+
+    @property
+    def span(self) -> tuple[int, int] | None:
+        """(earliest utcFrom, latest utcTo) of the stored measurements."""
+        result = self._result
+        if result.min_from is None or result.max_to is None:
+            return None
+        return result.min_from, result.max_to
 
     def chunks(self, received_at: int, chunk_lines: int) -> Iterator[Chunk]:
         """Chunks to write in order; the ``sensor_push`` line comes last, once the data is in."""
-        tags = self.builder.sensor_tags
-        last = self.builder.sensor_push_line(self.intervals, received_at)
-        count = len(self._chunks)
-        for index in range(count):
-            text, lines = self._chunks[index], self._line_counts[index]
-            self._chunks[index] = ""  # written text need not stay alive
-            if self._marked:
-                text = text.replace(_MARK, tags)
-            if index == count - 1 and lines < chunk_lines:
-                yield Chunk(text, lines, last)
-                return
-            yield Chunk(text, lines)
-        yield Chunk("", 0, last)
-
-
-def _chunked(lines: list[str], chunks: list[str], chunk_lines: int, final: bool) -> None:
-    """Move full chunks (all lines if ``final``) from ``lines`` into ``chunks`` as text."""
-    start = 0
-    while len(lines) - start >= chunk_lines or (final and start < len(lines)):
-        chunks.append("\n".join(lines[start : start + chunk_lines]))
-        start += chunk_lines
-    del lines[:start]
+        lines = self._lines
+        if self._pieces is not None:
+            converter = FastConverter(self.builder)
+            for piece in self._pieces:
+                converter.convert(piece, self._result)
+                while len(lines) >= chunk_lines:
+                    yield Chunk("\n".join(lines[:chunk_lines]), chunk_lines)
+                    del lines[:chunk_lines]
+        else:
+            while len(lines) >= chunk_lines:
+                yield Chunk("\n".join(lines[:chunk_lines]), chunk_lines)
+                del lines[:chunk_lines]
+        # people_count lines hold no newline (tags and keys escape it, fields are numbers); the
+        # sensor_push line may (string fields), so it is kept apart.
+        last = self.builder.sensor_push_line(self._result.intervals, received_at)
+        yield Chunk("\n".join(lines), len(lines), last)
+        lines.clear()
 
 
 def convert_push(
@@ -360,37 +367,23 @@ def convert_push(
     split_min_bytes: int = SPLIT_MIN_BYTES,
     piece_bytes: int = PIECE_BYTES,
 ) -> ConvertedPush:
-    """Parse, check and convert a push body; raise PayloadError as ``parse_push`` does.
+    """Parse and check a push body, ready to be written; raise PayloadError as ``parse_push`` does.
 
-    Large bodies are parsed a slice at a time (``MeasurementSplitter``); lines are built before the
-    sensor is known with a mark in place of its tags, replaced when written.
+    Large bodies are parsed a slice at a time (``MeasurementSplitter``): first to check the whole
+    push (nothing is written for a push that turns out bad), then again while converting.
     """
     if len(body) >= split_min_bytes:
+        splitter = MeasurementSplitter(body, piece_bytes)
         try:
-            return _convert_split(body, chunk_lines, piece_bytes)
+            for _ in splitter.pieces():
+                pass
+            push = push_from_document(orjson.loads(splitter.envelope()))
         except (Unsplittable, PayloadError, orjson.JSONDecodeError):
             pass  # parsed whole below, which also gives the error message a bad body deserves
+        else:
+            return ConvertedPush(push, BatchResult(), pieces=splitter.replay())
     push = parse_push(body)
-    builder = PushLineBuilder(push)
     result = BatchResult()
-    FastConverter(builder).convert(push.raw_measurements, result)
-    chunks: list[str] = []
-    _chunked(result.lines, chunks, chunk_lines, final=True)
-    return ConvertedPush(push, builder, result, chunks, marked=False)
-
-
-def _convert_split(body: bytes | bytearray, chunk_lines: int, piece_bytes: int) -> ConvertedPush:
-    splitter = MeasurementSplitter(body, piece_bytes)
-    marked = PushLineBuilder(None, _MARK)
-    converter = FastConverter(marked)
-    result = BatchResult()
-    chunks: list[str] = []
-    for piece in splitter.pieces():
-        converter.convert(piece, result)
-        _chunked(result.lines, chunks, chunk_lines, final=False)
-    _chunked(result.lines, chunks, chunk_lines, final=True)
-    lines = sum(chunk.count("\n") + 1 for chunk in chunks)
-    if sum(chunk.count(_MARK) for chunk in chunks) != lines:
-        raise Unsplittable("a name holds the mark character")
-    push = push_from_document(orjson.loads(splitter.envelope()))
-    return ConvertedPush(push, PushLineBuilder(push), result, chunks, marked=True)
+    converted = ConvertedPush(push, result)
+    FastConverter(converted.builder).convert(push.raw_measurements, result)
+    return converted

@@ -288,12 +288,16 @@ class MeasurementSplitter:
     A slice is cut where the usual measurement shape ends and is accepted only if orjson parses it as
     an array: a slice that starts at an element boundary parses only if it also ends at one, so the
     elements are exactly those of a whole parse. Anything unexpected raises Unsplittable.
+
+    ``pieces`` finds and checks the slices (and the envelope: everything but the measurement arrays);
+    ``replay`` parses the same slices again, which then cannot fail.
     """
 
     def __init__(self, body: bytes | bytearray, piece_bytes: int = 1 << 17) -> None:
         self._body = body
         self._piece_bytes = piece_bytes
         self._envelope: list[bytes] = []
+        self._slices: list[tuple[int, int]] = []
 
     def pieces(self) -> Iterator[list[Any]]:
         """The measurements of ``data`` (object or array form), in order, as lists of raw objects."""
@@ -388,6 +392,7 @@ class MeasurementSplitter:
             separator = match.end() - 1
             parsed = self._try(pos, separator)
             if parsed is not None:
+                self._slices.append((pos, separator))
                 return parsed, separator, match.group(1) == b"]"
             match = _MEASUREMENT_END.search(body, match.end())
         # The array ends before ``target``, or the slice found no boundary: look for the array's end.
@@ -397,6 +402,7 @@ class MeasurementSplitter:
             separator = match.end() - 1
             parsed = self._try(pos, separator)
             if parsed is not None:
+                self._slices.append((pos, separator))
                 return parsed, separator, True
             match = _ARRAY_END.search(body, match.end())
         raise Unsplittable(f"no element boundary found after byte {pos}")
@@ -407,6 +413,13 @@ class MeasurementSplitter:
         except orjson.JSONDecodeError:
             return None
         return parsed if isinstance(parsed, list) else None
+
+    def replay(self) -> Iterator[list[Any]]:
+        """The slices ``pieces`` checked, parsed again in the same order."""
+        body = self._body
+        for start, separator in self._slices:
+            parsed: list[Any] = orjson.loads(b"[" + bytes(body[start:separator]) + b"]")
+            yield parsed
 
     def envelope(self) -> bytes:
         """The push with every streamed measurement array emptied (valid once ``pieces`` is exhausted)."""

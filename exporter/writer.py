@@ -10,14 +10,16 @@ request still waits for the answer that covers its own lines.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
+import queue
 import re
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
@@ -85,6 +87,47 @@ def _close_all(connections: set[http.client.HTTPConnection]) -> None:
     for connection in list(connections):
         connection.close()
         connections.discard(connection)
+
+
+_AHEAD_CHUNKS = 2
+
+
+def _ahead(chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
+    """``chunks``, produced by a helper thread up to ``_AHEAD_CHUNKS`` ahead of the consumer."""
+    handoff: queue.Queue[tuple[Chunk | None, BaseException | None]] = queue.Queue(_AHEAD_CHUNKS)
+    stop = threading.Event()
+
+    def hand(item: tuple[Chunk | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not hand((chunk, None)):
+                    return
+            hand((None, None))
+        except BaseException as exc:
+            hand((None, exc))
+
+    producer = threading.Thread(target=produce, name="axis-exporter-convert", daemon=True)
+    producer.start()
+    try:
+        while True:
+            chunk, error = handoff.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        producer.join()
 
 
 class _Pending:
@@ -224,10 +267,13 @@ class InfluxWriter:
         if second is None and first.line_count < self.chunk_lines:
             return self._write_grouped(first)
         outcome = self._write_chunk(first)
-        if second is not None:
-            outcome.add(self._write_chunk(second))
-        for chunk in iterator:
-            outcome.add(self._write_chunk(chunk))
+        if second is None:
+            return outcome
+        outcome.add(self._write_chunk(second))
+        # Build the next chunks in another thread while InfluxDB stores this one (it runs elsewhere).
+        with contextlib.closing(_ahead(iterator)) as ahead:
+            for chunk in ahead:
+                outcome.add(self._write_chunk(chunk))
         return outcome
 
     def _write_chunk(self, chunk: Chunk) -> WriteOutcome:
