@@ -7,6 +7,7 @@ thread of the only worker is taken by a trickler, so a normal push gets through 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -195,3 +196,34 @@ def test_clients_trickling_their_headers_are_cut_off_and_pushes_get_through(
     )
     assert seconds <= CUT_WITHIN, f"the push waited {seconds:.1f} s behind clients trickling headers"
     assert_cut_off(outcomes, "header trickler", frozenset({400, 408, 431}))
+
+
+def client_hello() -> bytes:
+    """The first bytes a TLS client sends (its ClientHello), made with a memory BIO."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert hello.startswith(b"\x16\x03"), f"not a TLS handshake record: {hello[:8]!r}"
+    return hello
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_clients_trickling_their_tls_handshake_are_cut_off_and_pushes_get_through(
+    exporter_server: ExporterFactory, tls_files: Path
+) -> None:
+    """Slowloris before HTTP: the TLS ClientHello a byte at a time, never finished."""
+    server = slow_server(exporter_server, "https", tls_files)
+    hello = client_hello()
+    outcomes, threads = start_tricklers(server, hello[:1], hello[1:], THREADS, None)
+    time.sleep(0.5)
+    status, seconds = push_meanwhile(server, str(tls_files / "CA-cert.pem"))
+    for thread in threads:
+        thread.join(TRICKLE_FOR + 10)
+    assert status == "HTTP 200", (
+        f"the push made while clients trickled their TLS handshake got {status} after {seconds:.1f} s: "
+        f"the handshake has no deadline; the tricklers: {outcomes}"
+    )
+    assert seconds <= CUT_WITHIN, f"the push waited {seconds:.1f} s behind clients trickling a handshake"
+    assert_cut_off(outcomes, "TLS handshake trickler", frozenset({400, 408}))
