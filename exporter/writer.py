@@ -10,8 +10,8 @@ request still waits for the answer that covers its own lines.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
+import itertools
 import logging
 import queue
 import re
@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
@@ -92,42 +92,47 @@ def _close_all(connections: set[http.client.HTTPConnection]) -> None:
 _AHEAD_CHUNKS = 2
 
 
-def _ahead(chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
-    """``chunks``, produced by a helper thread up to ``_AHEAD_CHUNKS`` ahead of the consumer."""
-    handoff: queue.Queue[tuple[Chunk | None, BaseException | None]] = queue.Queue(_AHEAD_CHUNKS)
-    stop = threading.Event()
+class _Ahead:
+    """Iterates ``chunks`` in a helper thread (started at once), up to ``_AHEAD_CHUNKS`` ahead."""
 
-    def hand(item: tuple[Chunk | None, BaseException | None]) -> bool:
-        while not stop.is_set():
+    def __init__(self, chunks: Iterator[Chunk]) -> None:
+        self._chunks = chunks
+        self._handoff: queue.Queue[tuple[Chunk | None, BaseException | None]] = queue.Queue(_AHEAD_CHUNKS)
+        self._stop = threading.Event()
+        self._producer = threading.Thread(target=self._produce, name="axis-exporter-convert", daemon=True)
+        self._producer.start()
+
+    def _hand(self, item: tuple[Chunk | None, BaseException | None]) -> bool:
+        while not self._stop.is_set():
             try:
-                handoff.put(item, timeout=0.1)
+                self._handoff.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for chunk in chunks:
-                if not hand((chunk, None)):
+            for chunk in self._chunks:
+                if not self._hand((chunk, None)):
                     return
-            hand((None, None))
+            self._hand((None, None))
         except BaseException as exc:
-            hand((None, exc))
+            self._hand((None, exc))
 
-    producer = threading.Thread(target=produce, name="axis-exporter-convert", daemon=True)
-    producer.start()
-    try:
+    def __iter__(self) -> Iterator[Chunk]:
         while True:
-            chunk, error = handoff.get()
+            chunk, error = self._handoff.get()
             if error is not None:
                 raise error
             if chunk is None:
                 return
             yield chunk
-    finally:
-        stop.set()
-        producer.join()
+
+    def close(self) -> None:
+        """Stop the helper thread (at its next chunk) and wait for it."""
+        self._stop.set()
+        self._producer.join()
 
 
 class _Pending:
@@ -266,14 +271,16 @@ class InfluxWriter:
         second = next(iterator, None)
         if second is None and first.line_count < self.chunk_lines:
             return self._write_grouped(first)
-        outcome = self._write_chunk(first)
         if second is None:
-            return outcome
-        outcome.add(self._write_chunk(second))
+            return self._write_chunk(first)
         # Build the next chunks in another thread while InfluxDB stores this one (it runs elsewhere).
-        with contextlib.closing(_ahead(iterator)) as ahead:
-            for chunk in ahead:
+        outcome = WriteOutcome()
+        ahead = _Ahead(iterator)
+        try:
+            for chunk in itertools.chain((first, second), ahead):
                 outcome.add(self._write_chunk(chunk))
+        finally:
+            ahead.close()  # stops the helper thread early if a write failed
         return outcome
 
     def _write_chunk(self, chunk: Chunk) -> WriteOutcome:

@@ -59,3 +59,16 @@ def test_concurrent_small_pushes_each_get_their_own_confirmation(
     rows = influx.query(bucket, 'SELECT COUNT(count) AS n FROM people_count GROUP BY "serial"')
     assert len(rows) == 64
     assert sum(row["n"] for row in rows) == sum(2 * (1 + sensor % 15) for sensor in range(64))
+
+
+def test_large_push_during_an_outage_is_503_and_leaves_no_helper_thread(
+    influx: LocalInflux, bucket: str, tmp_path: Path
+) -> None:
+    client = create_app(make_config(influx, bucket, tmp_path, write_chunk_lines=500)).test_client()
+    influx.stop_bridge()
+    try:
+        response = client.post("/push", data=backfill_body(days=5), content_type="application/json")
+    finally:
+        influx.start_bridge()
+    assert response.status_code == 503
+    assert [t.name for t in threading.enumerate() if t.name == "axis-exporter-convert"] == []
