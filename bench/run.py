@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -363,6 +364,61 @@ def measure_backfill(
 # ---------------------------------------------------------------- (c) steady state
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def storage_pids(influx: LocalInflux) -> dict[str, list[int]]:
+    """influxd and the nginx bridge (master and workers) of ``influx``, found by their command lines."""
+    found: dict[str, list[int]] = {"influxd": [], "nginx": []}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(influx.base_dir) not in command:
+            continue
+        pid = int(entry.name)
+        if "influxd" in command:
+            found["influxd"].append(pid)
+        elif "nginx" in command:
+            found["nginx"] += [pid, *_children(pid)]
+    return found
+
+
+def measured_load(run: Callable[[], LoadResult], groups: dict[str, list[int]]) -> LoadResult:
+    """``run`` with the CPU time each process group (and the load generator) spent per request."""
+    before = {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in groups.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = max(result.requests, 1)
+    for name, pids in groups.items():
+        spent = sum(_cpu_seconds(pid) for pid in pids) - before[name]
+        result.cpu_ms[name] = spent / requests * 1000
+    load = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    result.cpu_ms["wrk"] = load / requests * 1000
+    return result
+
+
+def _cpu_text(cpu_ms: dict[str, float]) -> str:
+    parts = " + ".join(f"{name} {value:.2f}" for name, value in cpu_ms.items())
+    return f"{sum(cpu_ms.values()):.2f} ms CPU/push ({parts})"
+
+
 @dataclass
 class LoadResult:
     """Closed-loop (wrk) or open-loop (fixed rate) load on one server."""
@@ -371,6 +427,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     failures: int
+    requests: int = 0
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per request, by process group
 
 
 def wrk_load(port: int, bodies_file: Path, seconds: float, connections: int) -> LoadResult:
@@ -403,6 +461,7 @@ def wrk_load(port: int, bodies_file: Path, seconds: float, connections: int) -> 
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         failures=summary["non_2xx"] + summary["errors"],
+        requests=summary["requests"],
     )
 
 
@@ -467,6 +526,7 @@ def _ms(value: float) -> str:
 
 
 def measure_steady(
+    influx: LocalInflux,
     receiver: Server,
     trivial: Server,
     bodies: list[bytes],
@@ -480,9 +540,20 @@ def measure_steady(
     wrk_load(trivial.port, bodies_file, min(2.0, seconds), connections)
     receiver_runs: list[LoadResult] = []
     trivial_runs: list[LoadResult] = []
+    storage = storage_pids(influx)
     for _ in range(settings.repeat):
-        trivial_runs.append(wrk_load(trivial.port, bodies_file, seconds, connections))
-        receiver_runs.append(wrk_load(receiver.port, bodies_file, seconds, connections))
+        trivial_runs.append(
+            measured_load(
+                lambda: wrk_load(trivial.port, bodies_file, seconds, connections),
+                {"workers": trivial.worker_pids()},
+            )
+        )
+        receiver_runs.append(
+            measured_load(
+                lambda: wrk_load(receiver.port, bodies_file, seconds, connections),
+                {"workers": receiver.worker_pids(), **storage},
+            )
+        )
     receiver_best = max(receiver_runs, key=lambda run: run.rate)
     trivial_best = max(trivial_runs, key=lambda run: run.rate)
     failures = sum(run.failures for run in receiver_runs + trivial_runs)
@@ -513,6 +584,19 @@ def measure_steady(
             f"{ratio:.2f}",
             ">= 0.5",
             _verdict(ratio >= 0.5),
+        )
+    )
+    receiver_cpu = sum(receiver_best.cpu_ms.values())
+    trivial_cpu = sum(trivial_best.cpu_ms.values())
+    report.figures.update(receiver_cpu_ms=receiver_cpu, trivial_cpu_ms=trivial_cpu)
+    report.rows.append(
+        Row(
+            f"(c) why: CPU per push at full load, all processes on the {os.cpu_count()} cores",
+            _cpu_text(receiver_best.cpu_ms),
+            "trivial app " + _cpu_text(trivial_best.cpu_ms),
+            f"{trivial_cpu / receiver_cpu:.2f}",
+            "(explains the ratio above)",
+            "-",
         )
     )
     report.rows.append(
@@ -610,7 +694,7 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
             bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
             progress("(c) steady state ...")
             try:
-                measure_steady(receiver, trivial, bodies, bodies_file, settings, report)
+                measure_steady(influx, receiver, trivial, bodies, bodies_file, settings, report)
             finally:
                 trivial.stop()
         # After the steady state: InfluxDB compacts the backfill's shards for a while after it.
