@@ -1,8 +1,9 @@
-"""A deadline for receiving a request body, so a client that trickles bytes cannot hold a thread forever.
+"""Deadlines for receiving a request, so a client that trickles bytes cannot hold a thread forever.
 
-gunicorn reads request bodies with blocking sockets and no timeout. One watchdog thread per worker
-process shuts the read side of a socket whose deadline passed: the blocked read returns, and the
-request is answered 408 on the still-open write side.
+gunicorn reads TLS handshakes, headers and bodies from blocking sockets without a timeout. One watchdog
+thread per worker process shuts the read side of a socket whose deadline passed: the blocked read
+returns. The server uses it until a request's headers are in (the connection is then closed), the app
+while it reads the body (the request is then answered 408 on the still-open write side).
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
-class BodyDeadline:
-    """What the request handler holds while it reads: whether the deadline cut the body off."""
+class Deadline:
+    """What a reader holds while it waits for bytes: whether the deadline cut the reading off."""
 
-    def __init__(self, sock: socket.socket, expires_at: float) -> None:
-        self.sock = sock
+    def __init__(self, current_socket: Callable[[], object], expires_at: float) -> None:
+        # A getter, not the socket: wrapping a socket in TLS moves its descriptor to a new object.
+        self.current_socket = current_socket
         self.expires_at = expires_at
         self.expired = False
 
@@ -29,27 +31,37 @@ class ReadDeadlineWatchdog:
     def __init__(self, timeout_seconds: float, check_every: float = 0.25) -> None:
         self.timeout_seconds = timeout_seconds
         self.check_every = check_every
-        self._watched: set[BodyDeadline] = set()
+        self._watched: set[Deadline] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    @contextlib.contextmanager
-    def watch(self, sock: object) -> Iterator[BodyDeadline | None]:
-        """Watch ``sock`` (the server's client socket, if it exposes one) for the body's duration."""
-        if not isinstance(sock, socket.socket):
-            yield None  # not under gunicorn: nothing to cut off
-            return
-        deadline = BodyDeadline(sock, time.monotonic() + self.timeout_seconds)
+    def start(self, current_socket: Callable[[], object]) -> Deadline:
+        """Start the clock for the socket that ``current_socket`` returns at expiry."""
+        deadline = Deadline(current_socket, time.monotonic() + self.timeout_seconds)
         with self._lock:
             self._watched.add(deadline)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="body-deadline", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="read-deadline", daemon=True)
                 self._thread.start()
+        return deadline
+
+    def stop(self, deadline: Deadline | None) -> None:
+        """The awaited bytes arrived: stop watching."""
+        if deadline is not None:
+            with self._lock:
+                self._watched.discard(deadline)
+
+    @contextlib.contextmanager
+    def watch(self, sock: object) -> Iterator[Deadline | None]:
+        """Watch ``sock`` (the server's client socket, if it exposes one) for the duration of the block."""
+        if not isinstance(sock, socket.socket):
+            yield None  # not under gunicorn: nothing to cut off
+            return
+        deadline = self.start(lambda: sock)
         try:
             yield deadline
         finally:
-            with self._lock:
-                self._watched.discard(deadline)
+            self.stop(deadline)
 
     def _run(self) -> None:
         while True:
@@ -61,6 +73,9 @@ class ReadDeadlineWatchdog:
                     self._watched.discard(deadline)
                     deadline.expired = True
             for deadline in expired:
-                # socket.socket's own shutdown: ssl.SSLSocket's would drop TLS and the 408 could not be sent.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(deadline.sock, socket.SHUT_RD)
+                sock = deadline.current_socket()
+                if isinstance(sock, socket.socket):
+                    # socket.socket's own shutdown: ssl.SSLSocket's would drop TLS, and the 408 with it.
+                    # A socket closed meanwhile has no descriptor: shutdown fails, nothing else is hit.
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(sock, socket.SHUT_RD)

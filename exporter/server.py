@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from exporter.config import Config
 from exporter.metrics import SENSOR_MARKERS_DIR
+from exporter.readdeadline import ReadDeadlineWatchdog
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class ServerOptions:
     threads: int = 4
     certfile: str | None = None
     keyfile: str | None = None
-    # Seconds a client may take to send its request; a trickling client must not hold a thread forever.
+    # gunicorn's worker heartbeat (seconds); gthread workers answer it while their threads work.
     timeout: int = 120
     keepalive: int = 5
 
@@ -52,6 +54,30 @@ def _child_exit(multiprocess_dir: Path | None, server: Any, worker: Any) -> None
     multiprocess.mark_process_dead(worker.pid, str(multiprocess_dir))  # type: ignore[no-untyped-call]
 
 
+def deadline_worker_class(client_timeout_seconds: int) -> type[ThreadWorker]:
+    """gunicorn's gthread worker, with a deadline on the TLS handshake and headers of each request.
+
+    The app puts its own deadline on the body (and answers 408); before the app is called there is no
+    one to answer, so a connection past its deadline is just closed.
+    """
+
+    class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
+        watchdog = ReadDeadlineWatchdog(client_timeout_seconds)
+
+        def handle(self, conn: Any) -> Any:
+            conn.axis_deadline = self.watchdog.start(lambda: conn.sock)
+            try:
+                return super().handle(conn)
+            finally:
+                self.watchdog.stop(conn.axis_deadline)
+
+        def handle_request(self, req: Any, conn: Any) -> Any:
+            self.watchdog.stop(conn.axis_deadline)  # headers are in; the body is the app's to time
+            return super().handle_request(req, conn)
+
+    return DeadlineThreadWorker
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
     """A gunicorn application that builds one app per worker from an already validated config."""
 
@@ -66,7 +92,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
             "bind": [self.options.bind],
             "workers": self.options.workers,
             "threads": self.options.threads,
-            "worker_class": "gthread",
+            "worker_class": deadline_worker_class(self.config.client_timeout_seconds),
             "timeout": self.options.timeout,
             "graceful_timeout": 30,
             "keepalive": self.options.keepalive,
