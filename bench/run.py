@@ -387,14 +387,15 @@ def storage_pids(influx: LocalInflux) -> dict[str, list[int]]:
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            name = (entry / "comm").read_text().strip()  # not the command line: its paths say "influxdb"
         except OSError:
             continue
         if str(influx.base_dir) not in command:
             continue
         pid = int(entry.name)
-        if "influxd" in command:
+        if name == "influxd":
             found["influxd"].append(pid)
-        elif "nginx" in command:
+        elif name == "nginx":
             found["nginx"] += [pid, *_children(pid)]
     return found
 
