@@ -40,7 +40,7 @@ from exporter.localdb import LocalInflux, free_port
 HERE = Path(__file__).parent
 CHUNK_LINES = 10_000
 PRODUCTION_RATE = 10_000 / 60  # the issue's store chain: 10,000 counters, one push a minute each
-WORKERS = 2
+WORKERS = 2  # axis-exporter serve's defaults
 THREADS = 4
 
 
@@ -56,6 +56,8 @@ class Settings:
     chunk_lines: int
     quick: bool
     parts: str = "abcd"
+    workers: int = WORKERS
+    threads: int = THREADS
 
 
 @dataclass
@@ -169,8 +171,9 @@ def measure_conversion(body: bytes, items: int, settings: Settings, report: Repo
 class Server:
     """A gunicorn server (receiver or trivial app) in a subprocess on a free loopback port."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, workers: int) -> None:
         self.port = free_port()
+        self.workers = workers
         self.log_path = log_path
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
@@ -185,7 +188,7 @@ class Server:
                 raise RuntimeError(f"{args} exited: {log_path.read_text(errors='replace')[-2000:]}")
             try:
                 status, _ = request("127.0.0.1", self.port, "GET", "/healthz", b"", {})
-                if status == 200 and len(self.worker_pids()) >= WORKERS:
+                if status == 200 and len(self.worker_pids()) >= self.workers:
                     return
             except OSError:
                 pass
@@ -239,7 +242,14 @@ def reset_peak_rss(pid: int) -> None:
 # ---------------------------------------------------------------- (b) and (d) backfill end to end
 
 
-def receiver_env(influx: LocalInflux, bucket: str, base: Path, chunk_lines: int) -> dict[str, str]:
+def receiver_env(
+    influx: LocalInflux,
+    bucket: str,
+    base: Path,
+    chunk_lines: int,
+    workers: int = WORKERS,
+    threads: int = THREADS,
+) -> dict[str, str]:
     """Environment of ``axis-exporter serve`` against the private InfluxDB (production defaults)."""
     env = {
         k: v
@@ -253,8 +263,8 @@ def receiver_env(influx: LocalInflux, bucket: str, base: Path, chunk_lines: int)
             "INFLUXDB_V2_TOKEN": influx.token,
             "INFLUXDB_V2_BUCKET": bucket,
             "INFLUXDB_V2_TIMEOUT": "120000",
-            "AXIS_EXPORTER_WORKERS": str(WORKERS),
-            "AXIS_EXPORTER_THREADS": str(THREADS),
+            "AXIS_EXPORTER_WORKERS": str(workers),
+            "AXIS_EXPORTER_THREADS": str(threads),
             "AXIS_EXPORTER_WRITE_CHUNK_LINES": str(chunk_lines),
             "AXIS_EXPORTER_DEADLETTER_DIR": str(base / "deadletter"),
             "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics"),
@@ -638,8 +648,8 @@ def table(report: Report) -> str:
             f"{key} {facts[key]}" for key in ("python", "orjson", "flask", "gunicorn", "influxdb-client")
         )
         + f", influxd {facts['influxd']}, nginx {facts['nginx']}, wrk {facts['wrk']}",
-        f"settings: {WORKERS} gunicorn workers x {THREADS} threads (gthread), write chunks of "
-        f"{facts['chunk_lines']:,} lines, best of {facts['repeat']} alternating rounds",
+        f"settings: {facts['workers']} gunicorn workers x {facts['threads']} threads (gthread), "
+        f"write chunks of {facts['chunk_lines']:,} lines, best of {facts['repeat']} alternating rounds",
         "",
         "| measurement | receiver | reference (same run) | ratio | goal | met |",
         "|---|---|---|---|---|---|",
@@ -669,6 +679,8 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
         "mode": "quick" if settings.quick else "full",
         "repeat": settings.repeat,
         "chunk_lines": settings.chunk_lines,
+        "workers": settings.workers,
+        "threads": settings.threads,
     }
     parts = settings.parts
     progress(f"building a {settings.days}-day one-minute backfill push ...")
@@ -681,14 +693,22 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
         influx = stack.enter_context(LocalInflux(base / "influxdb"))
         bucket = "bench"
         influx.create_database(bucket)
-        env = receiver_env(influx, bucket, base, settings.chunk_lines)
-        receiver = Server(["-m", "exporter", "serve"], env, base / "receiver.log")
+        env = receiver_env(influx, bucket, base, settings.chunk_lines, settings.workers, settings.threads)
+        receiver = Server(["-m", "exporter", "serve"], env, base / "receiver.log", settings.workers)
         stack.callback(receiver.stop)
         if "c" in parts:
             trivial = Server(
-                ["-m", "bench.trivial", "--workers", str(WORKERS), "--threads", str(THREADS)],
+                [
+                    "-m",
+                    "bench.trivial",
+                    "--workers",
+                    str(settings.workers),
+                    "--threads",
+                    str(settings.threads),
+                ],
                 env,
                 base / "trivial.log",
+                settings.workers,
             )
             bodies = steady_bodies(settings.sensors)
             bodies_file = base / "steady.jsonl"
@@ -715,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, help="days of one-minute data in the backfill push (default 90)")
     parser.add_argument("--seconds", type=float, help="seconds per steady-state load run (default 10)")
     parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES, help="lines per InfluxDB write")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn workers (both apps)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="threads per worker (both apps)")
     parser.add_argument("--only", default="abcd", help="measure only these parts, e.g. 'c' or 'bd'")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
@@ -728,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         chunk_lines=args.chunk_lines,
         quick=args.quick,
         parts=args.only,
+        workers=args.workers,
+        threads=args.threads,
     )
     report = run(settings, keep=args.keep, progress=lambda text: print(text, file=sys.stderr, flush=True))
     print(table(report))
