@@ -21,14 +21,19 @@ from exporter.localdb import LocalInflux
 from exporter.simulator import HttpTransport, Summary, make_identities, run_simulation
 from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import (
+    DROPPED_CONNECTION_WARNINGS,
     AlternatingTransport,
     FaultPlan,
     assert_influx_matches_delivered,
+    collect_dropped_connections,
     describe,
     fault_config,
     total_intervals,
     wait_until,
 )
+
+pytestmark = DROPPED_CONNECTION_WARNINGS
+_collect = pytest.fixture(autouse=True)(collect_dropped_connections)
 
 
 def answers(url: str) -> bool:

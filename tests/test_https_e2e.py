@@ -12,10 +12,22 @@ import pytest
 from exporter.localdb import LocalInflux
 from exporter.simulator import run_simulation
 from tests.conftest import ExporterFactory, ExporterProcess
-from tests.faultkit import FaultPlan, assert_influx_matches_delivered, describe, fault_config, total_intervals
+from tests.faultkit import (
+    DROPPED_CONNECTION_WARNINGS,
+    FaultPlan,
+    assert_influx_matches_delivered,
+    collect_dropped_connections,
+    describe,
+    fault_config,
+    total_intervals,
+)
 
 # The fixture's readiness probe does not verify the receiver's certificate; the simulator below does.
-pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
+    *DROPPED_CONNECTION_WARNINGS,
+]
+_collect = pytest.fixture(autouse=True)(collect_dropped_connections)
 
 TOKEN = "camera-token-e2e"
 
