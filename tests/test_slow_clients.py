@@ -23,7 +23,12 @@ import requests
 from exporter.certs import issue_certificates
 from exporter.localdb import LocalInflux
 from tests.conftest import ExporterFactory, ExporterProcess
+from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections
 from tests.support import payload
+
+# A push that times out leaves its socket to the garbage collector (see tests/faultkit.py).
+pytestmark = DROPPED_CONNECTION_WARNINGS
+_collect = pytest.fixture(autouse=True)(collect_dropped_connections)
 
 CLIENT_TIMEOUT = 2
 THREADS = 2
