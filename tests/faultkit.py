@@ -108,6 +108,19 @@ def sums_by_serial(points: dict[PointKey, dict[str, Any]]) -> dict[str, dict[str
     return sums
 
 
+def influx_aggregates(influx: LocalInflux, bucket: str) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """InfluxDB's own SUM("count"), COUNT("count") and SUM("adults") per (serial, direction)."""
+    rows = influx.query(
+        bucket,
+        'SELECT SUM("count") AS c, COUNT("count") AS n, SUM("adults") AS a FROM people_count '
+        'GROUP BY "serial", "direction"',
+    )
+    return {
+        (str(row["serial"]), str(row["direction"])): (int(row["c"]), int(row["n"]), int(row["a"] or 0))
+        for row in rows
+    }
+
+
 def assert_influx_matches_delivered(
     influx: LocalInflux, bucket: str, summary: Summary, config: SimulationConfig
 ) -> None:
@@ -135,6 +148,20 @@ def assert_influx_matches_delivered(
             f"sensor {sensor.serial}: InfluxDB totals {sums[sensor.serial]} != delivered totals {expected} "
             f"({describe(summary)})"
         )
+    aggregates = influx_aggregates(influx, bucket)
+    expected_aggregates = {
+        (sensor.serial, direction): (
+            getattr(sensor.delivered, f"count_{direction}"),
+            sensor.delivered.intervals,
+            getattr(sensor.delivered, f"adults_{direction}"),
+        )
+        for sensor in summary.sensors
+        for direction in ("in", "out")
+    }
+    assert aggregates == expected_aggregates, (
+        f"InfluxQL SUM(count), COUNT(count), SUM(adults) per (serial, direction) {aggregates} != "
+        f"delivered {expected_aggregates}"
+    )
     total = summary.delivered
     assert len(points) == 2 * total.intervals, (
         f"InfluxDB holds {len(points)} people_count points, expected 2 per delivered interval = "
