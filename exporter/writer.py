@@ -1,30 +1,30 @@
 """The InfluxDB writer: synchronous, chunked writes that tell stored, refused and unavailable apart.
 
-Writes are plain ``POST /api/v2/write`` requests (what influxdb-client's SYNCHRONOUS write sends), made
-with http.client on one kept-alive connection per thread: the client library's request machinery (and
-urllib3's) cost more CPU per write than the rest of a small push (see bench/). A write returns only once
-InfluxDB answered it. Small pushes that arrive while
-another write of the same worker is in flight are sent together in the next write (group commit); each
-request still waits for the answer that covers its own lines.
+Writes go through influxdb-client's SYNCHRONOUS write API: it returns only once InfluxDB answered
+(its default batching mode acknowledges nothing). Small pushes that arrive while another write of the
+same worker is in flight are sent together in the next write (group commit); each request still waits
+for the answer that covers its own lines. Large pushes are converted ahead in a helper thread while
+InfluxDB stores the previous chunk.
 """
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import logging
 import queue
 import re
-import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
-from urllib.parse import urlencode, urlsplit
 
-from exporter import __version__
+import urllib3
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
 from exporter.config import InfluxConfig
 
 log = logging.getLogger(__name__)
@@ -76,17 +76,13 @@ class WriteOutcome:
         self.refused.extend(other.refused)
 
 
-def _error_message(status: int, body: bytes, reason: str | None) -> str:
+def _error_message(exc: ApiException) -> str:
     """InfluxDB's own error text from a failed write (v1 says "error", v2 says "message")."""
-    text = body.decode("utf-8", "replace")
-    match = _ERROR_TEXT.search(text)
-    return f"InfluxDB answered {status}: {match.group(1) if match else (text.strip() or reason or '')}"
-
-
-def _close_all(connections: set[http.client.HTTPConnection]) -> None:
-    for connection in list(connections):
-        connection.close()
-        connections.discard(connection)
+    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+    match = _ERROR_TEXT.search(body)
+    return (
+        f"InfluxDB answered {exc.status}: {match.group(1) if match else (body.strip() or exc.reason or '')}"
+    )
 
 
 _AHEAD_CHUNKS = 2
@@ -155,30 +151,19 @@ class InfluxWriter:
         config: InfluxConfig,
         chunk_lines: int,
         observe_write_seconds: Callable[[float], None] | None = None,
+        pool_size: int = 16,
     ) -> None:
         self.config = config
         self.chunk_lines = chunk_lines
         self._observe = observe_write_seconds
-        url = urlsplit(config.url)
-        self._https = url.scheme == "https"
-        self._host = url.hostname or "localhost"
-        self._port = url.port or (443 if self._https else 80)
-        self._timeout = config.timeout_ms / 1000
-        self._prefix = url.path.rstrip("/")
-        query = urlencode({"org": config.org, "bucket": config.bucket, "precision": "s"})
-        self._write_path = f"{self._prefix}/api/v2/write?{query}"
-        self._headers = {
-            "Content-Type": "text/plain; charset=utf-8",
-            "Accept": "application/json",
-            "User-Agent": f"axis-exporter/{__version__}",
-        }
-        if config.token:
-            self._headers["Authorization"] = f"Token {config.token}"
-        self._local = threading.local()
-        self._ssl = ssl.create_default_context() if self._https else None
-        # Every open connection, so that closing the writer (or collecting it) closes them all.
-        self._connections: set[http.client.HTTPConnection] = set()
-        weakref.finalize(self, _close_all, self._connections)
+        self._client = InfluxDBClient(
+            url=config.url,
+            token=config.token,
+            org=config.org,
+            timeout=config.timeout_ms,
+            connection_pool_maxsize=pool_size,
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._reachable: bool | None = None
         self._checked_at = 0.0
         self._group_lock = threading.Lock()
@@ -187,57 +172,13 @@ class InfluxWriter:
 
     def close(self) -> None:
         """Release the HTTP connections."""
-        _close_all(self._connections)
-
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection
-        if self._ssl is not None:
-            connection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._ssl
-            )
-        else:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        self._connections.add(connection)
-        self._local.connection = connection
-        return connection
-
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
-        connection.close()
-        self._connections.discard(connection)
-        self._local.connection = None
-
-    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, str, bytes]:
-        """(status, reason, body) on this thread's kept-alive connection; raise OSError/HTTPException."""
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        reused = connection is not None
-        if connection is None:
-            connection = self._connect(timeout)
-        for attempt in (1, 2):
-            try:
-                connection.timeout = timeout
-                if connection.sock is not None:
-                    connection.sock.settimeout(timeout)
-                connection.request(method, path, body=body, headers=self._headers)
-                response = connection.getresponse()
-                data = response.read()
-                if response.will_close:
-                    self._drop(connection)
-                return response.status, response.reason, data
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(connection)
-                # A kept-alive connection the server closed meanwhile: once more on a new one. Never
-                # after a timeout (InfluxDB may still be busy with it); a repeated write is idempotent.
-                if not reused or attempt == 2 or isinstance(exc, TimeoutError):
-                    raise
-                connection = self._connect(timeout)
-        raise AssertionError("unreachable")
+        self._client.close()  # type: ignore[no-untyped-call]  # the client has no type hints
 
     def ping(self) -> bool:
         """Whether InfluxDB answers at all."""
         try:
-            status, _, _ = self._request("GET", f"{self._prefix}/ping", None, min(self._timeout, 5.0))
-            reachable = 200 <= status < 300
-        except (OSError, http.client.HTTPException):
+            reachable = bool(self._client.ping())
+        except Exception:  # the client raises whatever urllib3 raises; any failure means "not reachable"
             reachable = False
         self._note_reachable(reachable)
         return reachable
@@ -361,24 +302,26 @@ class InfluxWriter:
         """POST ``body``; raise Refused (400/422) or StorageUnavailable (anything else but 2xx)."""
         started = time.perf_counter()
         try:
-            status, reason, data = self._request(
-                "POST", self._write_path, body.encode("utf-8"), self._timeout
+            self._write_api.write(
+                bucket=self.config.bucket,
+                org=self.config.org,
+                record=body,
+                write_precision=WritePrecision.S,  # type: ignore[arg-type]  # a str constant, typed as the class
             )
-        except (OSError, http.client.HTTPException) as exc:
+        except ApiException as exc:
+            message = _error_message(exc)
+            if exc.status in _REFUSED_STATUSES:
+                self._note_reachable(True)
+                raise Refused(message) from None
+            self._note_reachable(False)
+            raise StorageUnavailable(message) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._note_reachable(False)
             raise StorageUnavailable(f"InfluxDB at {self.config.url} is not reachable: {exc!r}") from exc
         finally:
             if self._observe is not None:
                 self._observe(time.perf_counter() - started)
-        if 200 <= status < 300:
-            self._note_reachable(True)
-            return
-        message = _error_message(status, data, reason)
-        if status in _REFUSED_STATUSES:
-            self._note_reachable(True)
-            raise Refused(message)
-        self._note_reachable(False)
-        raise StorageUnavailable(message)
+        self._note_reachable(True)
 
     def _write_or_split(self, lines: Sequence[str], reason: str | None = None) -> WriteOutcome:
         """Write ``lines``; where InfluxDB refuses some, find them by halving (rewrites are idempotent).
