@@ -128,6 +128,13 @@ class PushReceiver:
                 raise PushError(400, "bad_request", f"the request body could not be read: {exc!r}") from None
         if deadline is not None and deadline.expired:
             raise too_slow
+        if request.content_length is not None and len(body) != request.content_length:
+            # gunicorn ends the stream quietly when a client half-closes early: never store half a push.
+            raise PushError(
+                400,
+                "bad_request",
+                f"the body ended after {len(body)} of {request.content_length} bytes",
+            )
         self.metrics.push_body_bytes.observe(len(body))
         return body
 

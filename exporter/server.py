@@ -15,6 +15,8 @@ from exporter.config import Config
 from exporter.metrics import SENSOR_MARKERS_DIR
 from exporter.readdeadline import ReadDeadlineWatchdog
 
+HEAD_TIMEOUT_SECONDS = 30
+
 
 @dataclass(frozen=True)
 class ServerOptions:
@@ -62,7 +64,8 @@ def deadline_worker_class(client_timeout_seconds: int) -> type[ThreadWorker]:
     """
 
     class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
-        watchdog = ReadDeadlineWatchdog(client_timeout_seconds)
+        # A handshake and headers are a few hundred bytes: they get less time than a 35 MB body.
+        watchdog = ReadDeadlineWatchdog(min(client_timeout_seconds, HEAD_TIMEOUT_SECONDS))
 
         def handle(self, conn: Any) -> Any:
             conn.axis_deadline = self.watchdog.start(lambda: conn.sock)
