@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import Config, InfluxConfig
+from exporter.lineprotocol import PushLineBuilder, convert_push
 from exporter.localdb import LocalInflux
+from exporter.payload import Rejected, iter_measurements, parse_push
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -26,3 +28,33 @@ def make_config(influx: LocalInflux, bucket: str, tmp_path: Path, **overrides: A
         **overrides,
     }
     return Config(**settings)
+
+
+CHUNK = 7  # small, so that chunk boundaries fall everywhere
+
+
+def converted_lines(body: bytes, *, split: bool, received_at: int = 0) -> tuple[list[str], list[str]]:
+    """Lines (sensor_push last) and rejection reasons from the receiver's converter."""
+    converted = convert_push(bytearray(body), CHUNK, split_min_bytes=0 if split else 1 << 62, piece_bytes=300)
+    lines: list[str] = []
+    for chunk in converted.chunks(received_at, CHUNK):
+        assert len(chunk.text.split("\n") if chunk.text else []) == chunk.line_count, "counted right"
+        lines.extend(chunk.lines())
+    return lines, [rejected.reason for rejected in converted.rejected]
+
+
+def reference_lines(body: bytes, received_at: int = 0) -> tuple[list[str], list[str]]:
+    """The same through parse_push -> iter_measurements -> PushLineBuilder, one measurement at a time."""
+    push = parse_push(body)
+    builder = PushLineBuilder(push)
+    lines: list[str] = []
+    reasons: list[str] = []
+    intervals = 0
+    for measurement in iter_measurements(push):
+        if isinstance(measurement, Rejected):
+            reasons.append(measurement.reason)
+        else:
+            intervals += 1
+            lines.extend(builder.measurement_lines(measurement))
+    lines.append(builder.sensor_push_line(intervals, received_at))
+    return lines, reasons

@@ -5,30 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from exporter.lineprotocol import PushLineBuilder
 from exporter.payload import PayloadError, Rejected, iter_measurements, parse_push
-from tests.support import PAYLOADS
+from tests.support import PAYLOADS, converted_lines, reference_lines
 
 VALID_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected.lp").exists())
 ERROR_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected-error.txt").exists())
 RECEIVED_AT = 0  # sensor_push falls back to the receive time only when utcSent is missing
-
-
-def convert(body: bytes) -> tuple[list[str], list[str]]:
-    """Line protocol and rejection reasons for one push body, as the receiver builds them."""
-    push = parse_push(body)
-    builder = PushLineBuilder(push)
-    lines: list[str] = []
-    reasons: list[str] = []
-    intervals = 0
-    for measurement in iter_measurements(push):
-        if isinstance(measurement, Rejected):
-            reasons.append(measurement.reason)
-        else:
-            intervals += 1
-            lines.extend(builder.measurement_lines(measurement))
-    lines.append(builder.sensor_push_line(intervals, RECEIVED_AT))
-    return lines, reasons
 
 
 def test_golden_cases_are_found() -> None:
@@ -36,16 +18,24 @@ def test_golden_cases_are_found() -> None:
     assert len(ERROR_CASES) >= 5, f"error cases missing under {PAYLOADS}: {ERROR_CASES}"
 
 
+CONVERTERS = {
+    "reference": lambda body: reference_lines(body, RECEIVED_AT),
+    "fast": lambda body: converted_lines(body, split=False, received_at=RECEIVED_AT),
+    "fast-sliced": lambda body: converted_lines(body, split=True, received_at=RECEIVED_AT),
+}
+
+
+@pytest.mark.parametrize("converter", sorted(CONVERTERS))
 @pytest.mark.parametrize("case", VALID_CASES)
-def test_push_converts_to_expected_line_protocol(case: str) -> None:
-    lines, reasons = convert((PAYLOADS / case / "push.json").read_bytes())
+def test_push_converts_to_expected_line_protocol(case: str, converter: str) -> None:
+    lines, reasons = CONVERTERS[converter]((PAYLOADS / case / "push.json").read_bytes())
     expected = (PAYLOADS / case / "expected.lp").read_text(encoding="utf-8").splitlines()
-    assert lines == expected, f"{case}: line protocol differs from expected.lp"
+    assert lines == expected, f"{case}: the {converter} converter's line protocol differs from expected.lp"
     rejected_file = PAYLOADS / case / "expected-rejected.txt"
     expected_reasons = (
         rejected_file.read_text(encoding="utf-8").splitlines() if rejected_file.exists() else []
     )
-    assert reasons == expected_reasons, f"{case}: rejected measurements differ from expected-rejected.txt"
+    assert reasons == expected_reasons, f"{case}: {converter} rejected measurements differ"
 
 
 @pytest.mark.parametrize("case", ERROR_CASES)
