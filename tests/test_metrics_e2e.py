@@ -17,13 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from prometheus_client import multiprocess
 
 from exporter.localdb import LocalInflux
 from tests.conftest import ExporterFactory, ExporterProcess
+from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections
 from tests.promserver import LocalPrometheus, Result, sample_value, scrape_job
 from tests.support import payload
+
+# A worker is SIGKILLed mid-run: connections to it are cut (see tests/faultkit.py).
+pytestmark = DROPPED_CONNECTION_WARNINGS
+_collect = pytest.fixture(autouse=True)(collect_dropped_connections)
 
 ALERTS = Path(__file__).resolve().parent.parent / "prometheus" / "alerts.yml"
 
