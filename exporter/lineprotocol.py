@@ -213,29 +213,13 @@ class FastConverter:
                 if type(raw) is not dict:
                     raise _Slow
                 text = raw.get("utcFrom")
-                if text == prev_text and type(text) is str:
-                    utc_from = prev_value
-                else:
-                    if type(text) is not str:
-                        raise _Slow
-                    moment = _fromisoformat(text)
-                    if moment.tzinfo is None:
-                        raise _Slow
-                    utc_from = int(moment.timestamp())
-                    if not 0 < utc_from <= _MAX_EPOCH:
-                        raise _Slow
+                # A measurement usually starts where the one before ended: parse that time once.
+                utc_from = prev_value if text == prev_text and type(text) is str else _fast_utc(text)
                 text = raw.get("utcTo")
                 if text is None:
                     utc_to = utc_from
                 else:
-                    if type(text) is not str:
-                        raise _Slow
-                    moment = _fromisoformat(text)
-                    if moment.tzinfo is None:
-                        raise _Slow
-                    utc_to = int(moment.timestamp())
-                    if not 0 < utc_to <= _MAX_EPOCH:
-                        raise _Slow
+                    utc_to = _fast_utc(text)
                     prev_text, prev_value = text, utc_to
                 kind = raw.get("kind")
                 items = raw.get("items")
@@ -294,6 +278,19 @@ class FastConverter:
 
 class _Slow(Exception):
     """Internal: this measurement needs the general path."""
+
+
+def _fast_utc(text: object) -> int:
+    """Unix seconds of an ISO time with an offset; _Slow for anything the general path should judge."""
+    if type(text) is not str:
+        raise _Slow
+    moment = _fromisoformat(text)
+    if moment.tzinfo is None:
+        raise _Slow
+    seconds = int(moment.timestamp())
+    if not 0 < seconds <= _MAX_EPOCH:
+        raise _Slow
+    return seconds
 
 
 # Bodies from this size on are parsed a slice at a time, to bound memory (and keep the slices in cache).
