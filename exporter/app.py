@@ -323,6 +323,8 @@ def create_app(
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
+        # So that influxdb_up is current without pushes or probes (the check is cached for 5 s).
+        metrics.influxdb_up.set(1 if writer.reachable() else 0)
         text, content_type = exposition(metrics, config.prometheus_multiproc_dir)
         return Response(text, content_type=content_type)
 

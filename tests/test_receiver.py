@@ -334,3 +334,8 @@ def test_full_deadletter_store_answers_503_so_the_device_keeps_the_data(
     assert response.status_code == 503
     assert "AXIS_EXPORTER_DEADLETTER_MAX_BYTES" in response.json["message"]
     assert deadletter_files(config) == []
+
+
+def test_a_scrape_alone_keeps_influxdb_up_current(client: FlaskClient, influx: LocalInflux) -> None:
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "axis_exporter_influxdb_up 1.0" in text, "influxdb_up must not wait for a push or a probe"
