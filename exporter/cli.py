@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +74,22 @@ def _local_influx(config: Config, directory: Path) -> Iterator[Config]:
         )
     finally:
         local.close()
+
+
+def _warn_if_unreachable(influx: InfluxConfig) -> None:
+    """Say at start when InfluxDB does not answer, rather than only with the first 503."""
+    try:
+        with urllib.request.urlopen(f"{influx.url}/ping", timeout=3):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answers: what it thinks of the request does not matter here
+    except OSError as exc:
+        log.warning(
+            "InfluxDB at %s does not answer (%s): pushes are answered 503 until it does; check "
+            "INFLUXDB_V2_URL and that InfluxDB runs",
+            influx.url,
+            getattr(exc, "reason", exc),
+        )
 
 
 @main.command()
@@ -150,6 +168,7 @@ def serve(
             effective.influx.url,
             effective.influx.bucket,
         )
+        _warn_if_unreachable(effective.influx)
         GunicornServer(effective, options).run()
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import orjson
 import requests
 
-from exporter.localdb import LocalInflux
+from exporter.localdb import LocalInflux, free_port
 from tests.conftest import ExporterFactory
 from tests.support import payload
 
@@ -122,3 +122,33 @@ def test_a_client_trickling_its_body_is_cut_off_and_others_still_get_through(
         assert response.status_code == 200, "the other thread must still take pushes"
     assert answer.startswith(b"HTTP/1.1 408"), f"expected a 408 for the trickling client, got {answer[:80]!r}"
     assert elapsed < 6, f"the trickling client held its thread for {elapsed:.1f} s"
+
+
+def test_serve_says_at_start_when_influxdb_does_not_answer(exporter_server: ExporterFactory) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    server = exporter_server(workers=1, env={"INFLUXDB_V2_URL": nowhere})
+    assert f"InfluxDB at {nowhere} does not answer" in server.log()
+    assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 503
+
+
+def test_a_body_shorter_than_its_content_length_is_400_and_not_stored(
+    exporter_server: ExporterFactory, influx: LocalInflux, bucket: str
+) -> None:
+    server = exporter_server(workers=1)
+    body = orjson.dumps(payload("sample-3d-object-data"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as half:
+        half.sendall(
+            b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body) + 50}\r\n\r\n".encode()
+            + body
+        )
+        half.shutdown(socket.SHUT_WR)
+        answer = b""
+        for _ in range(20):  # head and body may come in separate segments
+            segment = half.recv(1000)
+            answer += segment
+            if not segment or answer.endswith(b"}"):
+                break
+    assert answer.startswith(b"HTTP/1.1 400"), f"a half-closed push must not be stored: {answer[:200]!r}"
+    assert b"ended after" in answer
+    assert influx.query(bucket, "SELECT * FROM people_count") == []
