@@ -127,12 +127,6 @@ class PushLineBuilder:
         return f"{SENSOR_PUSH}{self._sensor_tags} {fields} {timestamp}"
 
 
-def lines_for(push: Push, measurements: Iterable[Measurement]) -> list[str]:
-    """All ``people_count`` lines of ``measurements`` (a convenience for tests and tools)."""
-    builder = PushLineBuilder(push)
-    return [line for measurement in measurements for line in builder.measurement_lines(measurement)]
-
-
 class BatchResult:
     """What converting some raw measurements gave: line text, rejects and the span of the valid ones."""
 

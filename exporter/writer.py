@@ -193,15 +193,8 @@ class InfluxWriter:
         self._reachable = reachable
         self._checked_at = time.monotonic()
 
-    def write(self, lines: Sequence[str]) -> WriteOutcome:
-        """Write ``lines`` in chunks; raise StorageUnavailable if any chunk could not be confirmed."""
-        outcome = WriteOutcome()
-        for start in range(0, len(lines), self.chunk_lines):
-            outcome.add(self._write_or_split(lines[start : start + self.chunk_lines]))
-        return outcome
-
     def write_chunks(self, chunks: Iterable[Chunk]) -> WriteOutcome:
-        """Write prepared chunks in order; raise StorageUnavailable as ``write`` does.
+        """Write prepared chunks in order; raise StorageUnavailable if any could not be confirmed.
 
         A push of one small chunk may share its write with other pushes (group commit).
         """
