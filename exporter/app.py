@@ -31,6 +31,7 @@ from exporter.writer import InfluxWriter, StorageUnavailable
 log = logging.getLogger("exporter")
 
 RETRY_AFTER_SECONDS = 30
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 _READ_CHUNK = 1 << 20
 _ACCEPTED_TYPES = frozenset({"", "application/json", "text/json", "text/plain", "application/octet-stream"})
 
@@ -199,16 +200,14 @@ class PushReceiver:
                 503,
                 "storage_unavailable",
                 f"not stored, the device will re-send: {exc}",
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                RETRY_AFTER,
             ) from None
         self.metrics.points_written.inc(outcome.written)
         try:
             self._keep_rejected(push, rejected, outcome.refused)
         except DeadLetterFull as exc:
             # The device keeps what we answer non-200 for; that beats dropping the data here.
-            raise PushError(
-                503, "storage_unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            ) from None
+            raise PushError(503, "storage_unavailable", str(exc), RETRY_AFTER) from None
         intervals = converted.intervals
         self.metrics.record_sensor_push(sensor.name, sensor.serial, received_at, intervals, converted.span)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -318,7 +317,7 @@ def create_app(
         return _json(
             503,
             {"status": "unavailable", "message": f"InfluxDB at {writer.config.url} is not reachable"},
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            RETRY_AFTER,
         )
 
     @app.get("/metrics")
