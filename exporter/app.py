@@ -1,5 +1,8 @@
 """The HTTP app: where a push enters, and the answer it gets.
 
+This is the push listener, the one cameras reach: ``POST /push`` (or ``/``), ``GET /healthz`` and a
+landing text on ``GET /``, nothing else. Metrics and readiness are on the admin listener (``admin``).
+
 A push goes, in order: token check -> body read (bounded) -> ``lineprotocol.convert_push`` (parse, check,
 build line protocol) -> token-for-serial check -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store
 for what could not be stored -> 200. The answer is 200 only once InfluxDB confirmed the write.
@@ -23,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from exporter.config import Config, ConfigError, DeviceToken, load_config
 from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore
 from exporter.lineprotocol import ConvertedPush, convert_push
-from exporter.metrics import Metrics, exposition
+from exporter.metrics import Metrics
 from exporter.payload import PayloadError, Push, Rejected
 from exporter.readdeadline import ReadDeadlineWatchdog
 from exporter.writer import InfluxWriter, StorageUnavailable
@@ -33,6 +36,10 @@ log = logging.getLogger("exporter")
 RETRY_AFTER_SECONDS = 30
 RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 _READ_CHUNK = 1 << 20
+LANDING_TEXT = (
+    "axis-exporter: the receiver of Axis people counters' Generic Data Push.\n"
+    "Cameras POST their counts to /push (see the camera's Push Reporting settings).\n"
+)
 _ACCEPTED_TYPES = frozenset({"", "application/json", "text/json", "text/plain", "application/octet-stream"})
 
 
@@ -46,7 +53,8 @@ class PushError(Exception):
     headers: dict[str, str] | None = None
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer: the camera only reads the status code, people read the body."""
     return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
 
 
@@ -68,10 +76,10 @@ class PushReceiver:
         try:
             status, body = self._receive()
             result = body["status"]
-            response = _json(status, body)
+            response = json_response(status, body)
         except PushError as exc:
             result = exc.result
-            response = _json(exc.status, {"status": "error", "message": exc.message}, exc.headers)
+            response = json_response(exc.status, {"status": "error", "message": exc.message}, exc.headers)
             level = logging.WARNING if exc.status != 503 else logging.ERROR
             log.log(level, "push from %s answered %d: %s", request.remote_addr, exc.status, exc.message)
         self.metrics.pushes.labels(result).inc()
@@ -306,37 +314,23 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return _json(200, {"status": "ok"})
+        return json_response(200, {"status": "ok"})
 
-    @app.get("/readyz")
-    def readyz() -> Response:
-        ready = writer.reachable()
-        metrics.influxdb_up.set(1 if ready else 0)
-        if ready:
-            return _json(200, {"status": "ready"})
-        return _json(
-            503,
-            {"status": "unavailable", "message": f"InfluxDB at {writer.config.url} is not reachable"},
-            RETRY_AFTER,
-        )
-
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        # So that influxdb_up is current without pushes or probes (the check is cached for 5 s).
-        metrics.influxdb_up.set(1 if writer.reachable() else 0)
-        text, content_type = exposition(metrics, config.prometheus_multiproc_dir)
-        return Response(text, content_type=content_type)
+    @app.get("/")
+    def landing() -> Response:
+        # Someone opening the push URL in a browser learns what answers; nothing here names a camera.
+        return Response(LANDING_TEXT, mimetype="text/plain")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        return _json(status, {"status": "error", "message": exc.description or exc.name})
+        return json_response(status, {"status": "error", "message": exc.description or exc.name})
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.path)
         if request.method == "POST":
             metrics.pushes.labels("internal_error").inc()
-        return _json(500, {"status": "error", "message": "internal error; see the receiver's log"})
+        return json_response(500, {"status": "error", "message": "internal error; see the receiver's log"})
 
     return app

@@ -48,6 +48,8 @@ class IssuedFiles:
     server_key: Path
     ca_created: bool
     hosts: tuple[str, ...]
+    # CA-cert.pem beside the server certificate when the CA lives in a folder of its own.
+    ca_cert_copy: Path | None
     server_not_after: dt.datetime
     ca_fingerprint_sha256: str
 
@@ -244,17 +246,24 @@ def issue_certificates(
     out_dir: Path,
     hosts: Sequence[str],
     *,
+    ca_dir: Path | None = None,
     days: int = DEFAULT_SERVER_DAYS,
     ca_days: int = DEFAULT_CA_DAYS,
     key_type: KeyType = "rsa",
 ) -> IssuedFiles:
-    """Create or reuse the CA in `out_dir` and (re-)issue the server certificate for `hosts`."""
+    """Create or reuse the CA in `ca_dir` (default `out_dir`) and (re-)issue the server certificate.
+
+    With a separate `ca_dir`, the CA key stays there and only its certificate is copied to `out_dir`, so
+    the receiver, which needs `out_dir`, never holds the key that every camera trusts.
+    """
     if days < 1 or ca_days < 1:
         raise CertificateError("validity must be at least one day")
     for host in hosts:
         parse_host(host)  # fail before anything is written
+    ca_dir = ca_dir or out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    ca_cert_path, ca_key_path = out_dir / CA_CERT_FILE, out_dir / CA_KEY_FILE
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    ca_cert_path, ca_key_path = ca_dir / CA_CERT_FILE, ca_dir / CA_KEY_FILE
     server_cert_path, server_key_path = out_dir / SERVER_CERT_FILE, out_dir / SERVER_KEY_FILE
 
     if ca_cert_path.exists() and ca_key_path.exists():
@@ -275,6 +284,10 @@ def issue_certificates(
     server_cert = issue_server_certificate(ca_key, ca_cert, server_key, hosts, days=days)
     write_file_atomically(server_key_path, private_key_pem(server_key), 0o600)
     write_file_atomically(server_cert_path, certificate_pem(server_cert), 0o644)
+    ca_cert_copy = None
+    if ca_dir.resolve() != out_dir.resolve():
+        ca_cert_copy = out_dir / CA_CERT_FILE
+        write_file_atomically(ca_cert_copy, certificate_pem(ca_cert), 0o644)
     return IssuedFiles(
         ca_cert=ca_cert_path,
         ca_key=ca_key_path,
@@ -282,6 +295,7 @@ def issue_certificates(
         server_key=server_key_path,
         ca_created=ca_created,
         hosts=tuple(hosts),
+        ca_cert_copy=ca_cert_copy,
         server_not_after=server_cert.not_valid_after_utc,
         ca_fingerprint_sha256=fingerprint_sha256(ca_cert),
     )
@@ -307,7 +321,8 @@ def instructions(issued: IssuedFiles) -> str:
     url_host = f"[{first_host}]" if ":" in first_host else first_host
     return "\n".join(
         [
-            f"CA            {issued.ca_cert}  ({ca_line})",
+            f"CA            {issued.ca_cert}  ({ca_line})"
+            + (f"\n              copy for the camera: {issued.ca_cert_copy}" if issued.ca_cert_copy else ""),
             f"              SHA-256 {issued.ca_fingerprint_sha256}",
             f"CA key        {issued.ca_key}  (mode 0600; keep it safe, it signs every server certificate)",
             f"Server cert   {issued.server_cert}  for {host_list}, valid until "
@@ -342,6 +357,12 @@ def instructions(issued: IssuedFiles) -> str:
     help="Directory for CA-cert.pem, CA-key.pem, server-cert.pem, server-key.pem.",
 )
 @click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep CA-cert.pem and CA-key.pem here instead of in --out (the CA key then never sits where "
+    "the receiver reads its certificate); a copy of CA-cert.pem still goes to --out.",
+)
+@click.option(
     "--days",
     type=click.IntRange(min=1),
     default=DEFAULT_SERVER_DAYS,
@@ -362,10 +383,19 @@ def instructions(issued: IssuedFiles) -> str:
     show_default=True,
     help="RSA 2048 works with every camera firmware; ECDSA P-256 is smaller and faster.",
 )
-def certs(hosts: tuple[str, ...], out_dir: Path, days: int, ca_days: int, key_type: KeyType) -> None:
+def certs(
+    hosts: tuple[str, ...],
+    out_dir: Path,
+    ca_dir: Path | None,
+    days: int,
+    ca_days: int,
+    key_type: KeyType,
+) -> None:
     """Create a private CA for the camera and a server certificate for `serve --certfile/--keyfile`."""
     try:
-        issued = issue_certificates(out_dir, hosts, days=days, ca_days=ca_days, key_type=key_type)
+        issued = issue_certificates(
+            out_dir, hosts, ca_dir=ca_dir, days=days, ca_days=ca_days, key_type=key_type
+        )
     except CertificateError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(instructions(issued))

@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
+import socket
 import sys
 import tempfile
 import urllib.error
@@ -19,12 +21,16 @@ from exporter import __version__
 from exporter.certs import certs
 from exporter.config import Config, ConfigError, InfluxConfig, load_config
 from exporter.simulate import simulate
+from exporter.stackcheck import check_secrets_command
 
 log = logging.getLogger("exporter")
 
 LOCAL_BUCKET = "axis"
 LOCAL_INFLUXD_PORT = 8186
 LOCAL_BRIDGE_PORT = 8187
+# Free in Prometheus' "Default port allocations" list (see README, Admin listener).
+DEFAULT_ADMIN_PORT = 10464
+DEFAULT_ADMIN_BIND = f"127.0.0.1:{DEFAULT_ADMIN_PORT}"
 
 
 def configure_logging(level: str) -> None:
@@ -68,12 +74,63 @@ def _local_influx(config: Config, directory: Path) -> Iterator[Config]:
         local.influxd_url,
         LOCAL_BUCKET,
     )
+    owner = os.getpid()
     try:
         yield dataclasses.replace(
             config, influx=InfluxConfig(url=local.url, org="-", token=local.token, bucket=LOCAL_BUCKET)
         )
     finally:
-        local.close()
+        # gunicorn's workers leave through sys.exit, which unwinds this block in them too.
+        if os.getpid() == owner:
+            local.close()
+
+
+def parse_bind(bind: str, option: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port); ValueError naming ``option``."""
+    host, sep, port_text = bind.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{option} {bind!r} is not HOST:PORT (e.g. 127.0.0.1:10464)")
+    return host, int(port_text)
+
+
+def listen_admin(bind: str, option: str) -> socket.socket:
+    """A listening socket on ``bind``, made before anything forks so that a taken port stops the start."""
+    host, port = parse_bind(bind, option)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=64)
+    except OSError as exc:
+        raise OSError(f"{option} {bind}: cannot listen there ({exc.strerror or exc})") from exc
+
+
+@contextlib.contextmanager
+def _metrics_dir(configured: Path | None) -> Iterator[Path]:
+    """The workers' shared metrics directory: the configured one, checked, or a private temporary one.
+
+    A temporary one is removed when ``serve`` ends; a configured one is left in place (it may be shared).
+    """
+    if configured is None:
+        created = Path(tempfile.mkdtemp(prefix="axis-exporter-metrics-"))
+        owner = os.getpid()
+        try:
+            yield created
+        finally:
+            # gunicorn's workers leave through sys.exit, which unwinds this block in them too.
+            if os.getpid() == owner:
+                shutil.rmtree(created, ignore_errors=True)
+        return
+    try:
+        configured.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=configured):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"PROMETHEUS_MULTIPROC_DIR={configured} is not writable by uid {os.getuid()} "
+            f"({exc.strerror or exc}): give that user a directory it can write, or unset the variable "
+            "and serve makes a private one in the temporary directory"
+        ) from None
+    yield configured
 
 
 def _warn_if_unreachable(influx: InfluxConfig) -> None:
@@ -99,6 +156,14 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
     default="0.0.0.0:8080",
     show_default=True,
     help="HOST:PORT to listen on. [env AXIS_EXPORTER_BIND]",
+)
+@click.option(
+    "--admin-bind",
+    envvar="AXIS_EXPORTER_ADMIN_BIND",
+    default=DEFAULT_ADMIN_BIND,
+    show_default=True,
+    help="HOST:PORT of the admin listener (/metrics, /readyz, /healthz; plain HTTP, never for cameras). "
+    "[env AXIS_EXPORTER_ADMIN_BIND]",
 )
 @click.option(
     "--workers",
@@ -138,9 +203,15 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
     "[env AXIS_EXPORTER_LOCAL_DIR]",
 )
 def serve(
-    bind: str, workers: int, threads: int, certfile: str | None, keyfile: str | None, local_dir: Path
+    bind: str,
+    admin_bind: str,
+    workers: int,
+    threads: int,
+    certfile: str | None,
+    keyfile: str | None,
+    local_dir: Path,
 ) -> None:
-    """Run the receiver under gunicorn."""
+    """Run the receiver under gunicorn, with the admin listener in a process beside the workers."""
     try:
         config = load_config(os.environ)
     except ConfigError as exc:
@@ -148,29 +219,38 @@ def serve(
     if bool(certfile) != bool(keyfile):
         raise click.ClickException("--certfile and --keyfile go together: give both or neither")
     configure_logging(config.log_level)
-    multiproc_dir = config.prometheus_multiproc_dir or Path(tempfile.mkdtemp(prefix="axis-exporter-metrics-"))
-    # prometheus_client picks its multiprocess storage when first imported: set the variable before that.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
-    from exporter.server import GunicornServer, ServerOptions, reset_multiprocess_dir
+    try:
+        admin_socket = listen_admin(admin_bind, "--admin-bind (AXIS_EXPORTER_ADMIN_BIND)")
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    with admin_socket, _metrics_dir(config.prometheus_multiproc_dir) as multiproc_dir:
+        # prometheus_client picks its multiprocess storage when first imported: set the variable first.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+        from exporter.server import AdminProcess, GunicornServer, ServerOptions, reset_multiprocess_dir
 
-    reset_multiprocess_dir(multiproc_dir)
-    config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
-    options = ServerOptions(bind=bind, workers=workers, threads=threads, certfile=certfile, keyfile=keyfile)
-    with _local_influx(config, local_dir) as effective:
-        assert effective.influx is not None
-        log.info(
-            "axis-exporter %s listening on %s://%s (%d workers x %d threads), writing to %s bucket %s",
-            __version__,
-            "https" if certfile else "http",
-            bind,
-            workers,
-            threads,
-            effective.influx.url,
-            effective.influx.bucket,
+        reset_multiprocess_dir(multiproc_dir)
+        config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
+        options = ServerOptions(
+            bind=bind, workers=workers, threads=threads, certfile=certfile, keyfile=keyfile
         )
-        _warn_if_unreachable(effective.influx)
-        GunicornServer(effective, options).run()
+        with _local_influx(config, local_dir) as effective:
+            assert effective.influx is not None
+            log.info(
+                "axis-exporter %s: pushes on %s://%s (%d workers x %d threads), admin on http://%s, "
+                "writing to %s bucket %s",
+                __version__,
+                "https" if certfile else "http",
+                bind,
+                workers,
+                threads,
+                admin_bind,
+                effective.influx.url,
+                effective.influx.bucket,
+            )
+            _warn_if_unreachable(effective.influx)
+            GunicornServer(effective, options, AdminProcess(admin_socket, effective)).run()
 
 
 main.add_command(simulate)
 main.add_command(certs)
+main.add_command(check_secrets_command)

@@ -16,6 +16,13 @@ DEFAULT_INFLUXDB_TIMEOUT_MS = 10_000
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 300
 
 _SERIAL_PATTERN = re.compile(r"^[^\s,]+$")
+# What example files and half-finished setups hold instead of a secret.
+_PLACEHOLDER = re.compile(r"change[-_]?me|replace[-_]?me|placeholder|<[^>]*>", re.IGNORECASE)
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether ``secret`` is an example value (``change-me...``) rather than a real secret."""
+    return bool(_PLACEHOLDER.search(secret))
 
 
 class ConfigError(ValueError):
@@ -108,6 +115,10 @@ def parse_device_tokens(raw: str, source: str) -> tuple[DeviceToken, ...]:
         secret = secret.strip()
         if not secret:
             raise ConfigError(f"{source}: an entry has an empty token before ':'")
+        if is_placeholder(secret):
+            raise ConfigError(
+                f"{source} still holds a placeholder token: put the cameras' real token(s) there"
+            )
         serials = frozenset(s.strip().upper() for s in serial_list.split("|") if s.strip())
         for serial in serials:
             if not _SERIAL_PATTERN.match(serial):

@@ -188,6 +188,12 @@ class Metrics:
             "Pushes from sensors beyond AXIS_EXPORTER_MAX_SENSORS, stored but without per-sensor metrics.",
             registry=reg,
         )
+        self.unrouted_alert_notifications = Counter(
+            f"{PREFIX}_unrouted_alert_notifications",
+            "Alert notifications that reached the admin listener's /alerts, the default when no "
+            "destination is configured: they went to the receiver's log only.",
+            registry=reg,
+        )
         self.influxdb_up = Gauge(
             f"{PREFIX}_influxdb_up",
             "Whether InfluxDB answered the last check or write (1) or not (0).",

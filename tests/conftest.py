@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import urllib3
 from flask import Flask
 from flask.testing import FlaskClient
 
+from exporter.admin import create_admin_app
 from exporter.app import create_app
 from exporter.config import Config
 from exporter.localdb import LocalInflux, free_port
@@ -59,6 +61,18 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def admin_app_for(app: Flask, config: Config) -> Flask:
+    """The admin listener's app sharing ``app``'s metrics and InfluxDB client, as in one process."""
+    receiver = app.extensions["axis_exporter"]
+    return create_admin_app(config, metrics=receiver.metrics, influx=receiver.writer)
+
+
+@pytest.fixture
+def admin_client(app: Flask, config: Config) -> FlaskClient:
+    """Flask test client for the admin routes of ``app`` (/metrics, /readyz, /healthz)."""
+    return admin_app_for(app, config).test_client()
+
+
 @dataclass
 class ExporterProcess:
     """``axis-exporter serve`` running under real gunicorn in a subprocess."""
@@ -67,6 +81,7 @@ class ExporterProcess:
     args: list[str]
     log_path: Path
     port: int
+    admin_port: int
     scheme: str = "http"
     process: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +90,11 @@ class ExporterProcess:
     def url(self) -> str:
         """Base URL of the receiver."""
         return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin listener (/metrics, /readyz, /healthz; always plain HTTP)."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def pid(self) -> int:
@@ -86,7 +106,17 @@ class ExporterProcess:
         """Start and wait until /healthz answers."""
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "serve", "--bind", f"127.0.0.1:{self.port}", *self.args],
+                [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    "serve",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--admin-bind",
+                    f"127.0.0.1:{self.admin_port}",
+                    *self.args,
+                ],
                 env=self.env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -100,6 +130,7 @@ class ExporterProcess:
                     # Only "is it up?": the TLS tests verify certificates themselves.
                     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                     requests.get(f"{self.url}/healthz", timeout=1, verify=False)
+                requests.get(f"{self.admin_url}/healthz", timeout=1)
                 if len(self.worker_pids()) >= int(self.env.get("AXIS_EXPORTER_WORKERS", "1")):
                     return
             except requests.RequestException:
@@ -117,13 +148,25 @@ class ExporterProcess:
                 self.process.kill()
                 self.process.wait()
 
-    def worker_pids(self) -> list[int]:
-        """Pids of the gunicorn workers (children of the master)."""
+    def children(self) -> list[int]:
+        """Pids of the master's children: the gunicorn workers and the admin process."""
         children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
         try:
             return [int(pid) for pid in children.read_text().split()]
         except OSError:
             return []
+
+    def admin_pid(self) -> int | None:
+        """Pid of the admin process the master started last, if it still runs."""
+        started = re.findall(r"admin process started \(pid (\d+)\)", self.log())
+        if started and int(started[-1]) in self.children():
+            return int(started[-1])
+        return None
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the gunicorn workers (the master's children but the admin process)."""
+        admin = self.admin_pid()
+        return [pid for pid in self.children() if pid != admin]
 
     def log(self) -> str:
         """Everything the exporter printed so far."""
@@ -157,7 +200,12 @@ def exporter_server(influx: LocalInflux, bucket: str, tmp_path: Path) -> Iterato
             **(env or {}),
         }
         server = ExporterProcess(
-            env=full_env, args=list(args), log_path=tmp_path / f"exporter-{index}.log", port=free_port(), **kw
+            env=full_env,
+            args=list(args),
+            log_path=tmp_path / f"exporter-{index}.log",
+            port=free_port(),
+            admin_port=free_port(),
+            **kw,
         )
         started.append(server)
         server.start()

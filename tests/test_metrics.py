@@ -23,6 +23,7 @@ from exporter.metrics import (
     exposition,
 )
 from exporter.server import reset_multiprocess_dir
+from tests.conftest import admin_app_for
 from tests.support import payload
 
 # The metric families promised in CONTRACTS.md, with their types.
@@ -156,12 +157,12 @@ def _pings(influx: LocalInflux, bucket: str) -> int:
 
 
 def test_readyz_is_a_short_cached_check(
-    client: FlaskClient, influx: LocalInflux, bucket: str, config: Config
+    client: FlaskClient, admin_client: FlaskClient, influx: LocalInflux, bucket: str, config: Config
 ) -> None:
     before = _pings(influx, bucket)
     started = time.monotonic()
     for _ in range(30):
-        assert client.get("/readyz").status_code == 200
+        assert admin_client.get("/readyz").status_code == 200
     elapsed = time.monotonic() - started
     pings = _pings(influx, bucket) - before
     # One ping per 5 s at most (plus the first): never one InfluxDB round trip per probe.
@@ -169,7 +170,7 @@ def test_readyz_is_a_short_cached_check(
     # A successful write counts as a check: no ping needed after it.
     assert client.post("/push", json=payload("sample-3d-object-data")).status_code == 200
     before = _pings(influx, bucket)
-    assert client.get("/readyz").status_code == 200
+    assert admin_client.get("/readyz").status_code == 200
     assert _pings(influx, bucket) == before
 
 
@@ -177,7 +178,7 @@ def test_readyz_and_influxdb_up_follow_an_outage_without_any_push(
     influx: LocalInflux, config: Config
 ) -> None:
     metrics = _metrics()
-    client = create_app(config, metrics=metrics).test_client()
+    client = admin_app_for(create_app(config, metrics=metrics), config).test_client()
     assert client.get("/readyz").status_code == 200
     assert _value(metrics, "axis_exporter_influxdb_up") == 1
     influx.stop_bridge()
@@ -201,12 +202,13 @@ def test_readyz_and_influxdb_up_follow_an_outage_without_any_push(
 @pytest.mark.parametrize("limit", [1, 3])
 def test_sensor_cap_in_the_app(influx: LocalInflux, config: Config, limit: int) -> None:
     metrics = _metrics(max_sensors=limit)
-    client = create_app(config, metrics=metrics).test_client()
+    app = create_app(config, metrics=metrics)
+    client = app.test_client()
     for index in range(4):
         document = payload("test-connection")
         document["sensor"]["serial"] = f"ACCC0000000{index}"
         assert client.post("/push", json=document).status_code == 200
-    text = client.get("/metrics").get_data(as_text=True)
+    text = admin_app_for(app, config).test_client().get("/metrics").get_data(as_text=True)
     assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == limit
     assert _value(metrics, "axis_exporter_untracked_sensor_pushes_total") == 4 - limit
 

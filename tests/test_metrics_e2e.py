@@ -191,7 +191,7 @@ def test_prometheus_sees_the_totals_of_all_workers_even_after_one_is_killed(
     base = int(time.time()) // 3600 * 3600 - 48 * 3600
     with LocalPrometheus(
         tmp_path / "prometheus",
-        [scrape_job("axis-exporter", f"127.0.0.1:{server.port}")],
+        [scrape_job("axis-exporter", f"127.0.0.1:{server.admin_port}")],
         rule_files=[ALERTS],
     ) as prom:
         prom.wait_until('up{job="axis-exporter"}', _equals(1))
@@ -264,7 +264,7 @@ def test_prometheus_sees_the_totals_of_all_workers_even_after_one_is_killed(
         assert limits == {MINUTE.serial: 300, QUARTER.serial: 2700}
 
         # Every scrape agrees, whichever worker serves it (fresh connection each time).
-        texts = {_ok_line(requests.get(f"{server.url}/metrics", timeout=10).text) for _ in range(12)}
+        texts = {_ok_line(requests.get(f"{server.admin_url}/metrics", timeout=10).text) for _ in range(12)}
         assert texts == {f'axis_exporter_pushes_total{{result="ok"}} {value}'}, texts
     assert set(pids) <= set(server.worker_pids())
     (stored,) = influx.query(bucket, "SELECT COUNT(intervals) FROM sensor_push")
@@ -301,7 +301,7 @@ def test_sensor_cap_holds_for_all_workers_together(exporter_server: ExporterFact
         else:
             raise AssertionError(f"gunicorn did not spread 240 pushes over both workers: {by_pid}")
     for _ in range(6):  # whichever worker serves the scrape
-        lines = requests.get(f"{server.url}/metrics", timeout=10).text.splitlines()
+        lines = requests.get(f"{server.admin_url}/metrics", timeout=10).text.splitlines()
         tracked = [line for line in lines if line.startswith("axis_exporter_sensor_last_push")]
         assert len(tracked) == 3, tracked
         assert f"axis_exporter_untracked_sensor_pushes_total {sent - 3}.0" in lines

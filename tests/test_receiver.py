@@ -152,7 +152,7 @@ def test_resend_overwrites_instead_of_double_counting(
 
 
 def test_storage_outage_answers_503_then_stores_the_resend(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, admin_client: FlaskClient, influx: LocalInflux, bucket: str
 ) -> None:
     document = payload("sample-3d-object-data")
     influx.stop_bridge()
@@ -161,13 +161,13 @@ def test_storage_outage_answers_503_then_stores_the_resend(
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert "re-send" in response.json["message"]
-        assert client.get("/readyz").status_code == 503
+        assert admin_client.get("/readyz").status_code == 503
     finally:
         influx.start_bridge()
     assert influx.query(bucket, "SELECT * FROM people_count") == [], "nothing may be half-acknowledged"
     assert post(client, document).status_code == 200
     assert len(counts(influx, bucket)) == 6
-    assert client.get("/readyz").status_code == 200
+    assert admin_client.get("/readyz").status_code == 200
 
 
 def test_influxdb_rejecting_our_token_is_503(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
@@ -262,12 +262,13 @@ def test_points_beyond_retention_are_kept_and_the_push_acknowledged(
     assert len(entry["items"]) == 4
 
 
-def test_health_readiness_and_metrics(client: FlaskClient) -> None:
+def test_health_readiness_and_metrics(client: FlaskClient, admin_client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    assert admin_client.get("/healthz").status_code == 200
+    assert admin_client.get("/readyz").status_code == 200
     post(client, payload("sample-3d-object-data"))
     post(client, {"no": "sensor"})
-    text = client.get("/metrics").get_data(as_text=True)
+    text = admin_client.get("/metrics").get_data(as_text=True)
     assert 'axis_exporter_pushes_total{result="ok"} 1.0' in text
     assert 'axis_exporter_pushes_total{result="bad_request"} 1.0' in text
     assert "axis_exporter_points_written_total 7.0" in text
@@ -336,6 +337,6 @@ def test_full_deadletter_store_answers_503_so_the_device_keeps_the_data(
     assert deadletter_files(config) == []
 
 
-def test_a_scrape_alone_keeps_influxdb_up_current(client: FlaskClient, influx: LocalInflux) -> None:
-    text = client.get("/metrics").get_data(as_text=True)
+def test_a_scrape_alone_keeps_influxdb_up_current(admin_client: FlaskClient, influx: LocalInflux) -> None:
+    text = admin_client.get("/metrics").get_data(as_text=True)
     assert "axis_exporter_influxdb_up 1.0" in text, "influxdb_up must not wait for a push or a probe"

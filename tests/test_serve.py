@@ -28,7 +28,7 @@ def test_serve_stores_pushes_and_logs_one_line_per_push(
     response = requests.post(f"{server.url}/push", json=payload("sample-3d-object-data"), timeout=10)
     assert response.status_code == 200, response.text
     assert len(influx.query(bucket, "SELECT * FROM people_count")) == 6
-    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    assert requests.get(f"{server.admin_url}/readyz", timeout=5).status_code == 200
     log = server.log()
     assert "Connection from 192.168.1.106 established successfully" in log
     assert "push sensor=axis-accc8ef3d92e serial=ACCC8EF3D92E intervals=3 points=6" in log
@@ -128,7 +128,7 @@ def test_serve_says_at_start_when_influxdb_does_not_answer(exporter_server: Expo
     nowhere = f"http://127.0.0.1:{free_port()}"
     server = exporter_server(workers=1, env={"INFLUXDB_V2_URL": nowhere})
     assert f"InfluxDB at {nowhere} does not answer" in server.log()
-    assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 503
+    assert requests.get(f"{server.admin_url}/readyz", timeout=10).status_code == 503
 
 
 def test_a_body_shorter_than_its_content_length_is_400_and_not_stored(
