@@ -599,7 +599,7 @@ def receiver_health() -> dict[str, Any]:
         mappings=up_mapping,
         thresholds=thresholds(("red", None), ("green", 1)),
     )
-    panels.append(layout.place(influx_up, 6, 4))
+    panels.append(layout.place(influx_up, 4, 4))
     scrape_up = stat(
         "Receiver scraped",
         "Whether Prometheus could scrape every selected receiver instance.",
@@ -607,7 +607,7 @@ def receiver_health() -> dict[str, Any]:
         mappings=up_mapping,
         thresholds=thresholds(("red", None), ("green", 1)),
     )
-    panels.append(layout.place(scrape_up, 6, 4))
+    panels.append(layout.place(scrape_up, 4, 4))
     quiet = stat(
         "Quiet sensors",
         "Sensors whose last push is older than their alert threshold (see the table below).",
@@ -620,7 +620,7 @@ def receiver_health() -> dict[str, Any]:
         ],
         thresholds=thresholds(("green", None), ("red", 1)),
     )
-    panels.append(layout.place(quiet, 6, 4))
+    panels.append(layout.place(quiet, 5, 4))
     untracked = stat(
         "Untracked sensor pushes",
         "Pushes in the selected range from sensors beyond AXIS_EXPORTER_MAX_SENSORS: stored, but without "
@@ -632,7 +632,23 @@ def receiver_health() -> dict[str, Any]:
         ],
         thresholds=thresholds(("green", None), ("orange", 1)),
     )
-    panels.append(layout.place(untracked, 6, 4))
+    panels.append(layout.place(untracked, 5, 4))
+    unrouted = stat(
+        "Alert notifications without a destination",
+        "Alert notifications Grafana sent in the selected range to the receiver's own /alerts, where they "
+        "go until a destination is set: they are only in the receiver's log. Put your webhook URL in "
+        "secrets/alert-webhook-url (docker compose) or edit the contact point in Grafana. 0 means none was "
+        "sent to it, not that a destination is set.",
+        [
+            prom_target(
+                "A",
+                "sum(increase(axis_exporter_unrouted_alert_notifications_total"
+                f"{{{SELECTOR}}}[$__range])) or vector(0)",
+            )
+        ],
+        thresholds=thresholds(("green", None), ("red", 1)),
+    )
+    panels.append(layout.place(unrouted, 6, 4))
     layout.newline()
 
     panels.append(
@@ -869,9 +885,17 @@ def receiver_health() -> dict[str, Any]:
 
 
 # --- Grafana-managed alert rule -------------------------------------------------------------------
+def panel_id(dashboard: dict[str, Any], title: str) -> int:
+    """The id of the panel called ``title`` (what an alert's __panelId__ links to)."""
+    (found,) = [panel["id"] for panel in dashboard["panels"] if panel["title"] == title]
+    return int(found)
+
+
 def alert_rules() -> dict[str, Any]:
     """Provisioning document with the 'sensor stopped pushing' rule."""
     selector = f'job="{JOB}"'
+    # Grafana refuses __dashboardUid__ without __panelId__ (SetDashboardAndPanelFromAnnotations).
+    sensors_panel = panel_id(receiver_health(), "Sensors")
 
     def prom_query(ref: str, expr: str) -> dict[str, Any]:
         return {
@@ -929,6 +953,7 @@ def alert_rules() -> dict[str, Any]:
                             "Check the camera's power and network, and its Push Reporting settings "
                             "(URL, token).",
                             "__dashboardUid__": HEALTH_DASHBOARD_UID,
+                            "__panelId__": str(sensors_panel),
                         },
                     }
                 ],

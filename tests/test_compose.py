@@ -1,16 +1,16 @@
-"""docker-compose.yml, the Dockerfile and .env.example: valid, consistent with each other and with the
-Grafana provisioning, and the image's health check works against a real receiver.
+"""docker-compose.yml, the Dockerfile, .env.example and the stack's scripts: valid, consistent, safe.
 
-No Docker engine runs on the test machines, so `docker compose up` itself is not tested here: Debian's
-docker-compose validates and resolves the file (`docker-compose config`) without an engine.
+No Docker engine runs on the test machines. Debian's docker-compose validates and resolves the file
+(`docker-compose config`) without one; tests/test_compose_emulation.py runs the services' commands as
+their containers would, and tests/test_grafana_provisioning.py replays Grafana's start-up checks.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,125 +22,178 @@ import yaml
 from exporter.certs import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE, issue_certificates
 from exporter.config import load_config
 from exporter.localdb import free_port
+from exporter.stackcheck import SECRETS, check_secrets
 from tests.conftest import ExporterFactory
+from tests.stack import (
+    COMPOSE_FILE,
+    DOCKERFILE,
+    ENV_EXAMPLE,
+    ROOT,
+    Service,
+    dockerfile_image,
+    env_text,
+    env_values,
+    resolve,
+    service,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / ".env.example"
-DOCKERFILE = ROOT / "Dockerfile"
 INIT_SCRIPT = ROOT / "influxdb" / "initdb.d" / "create-tokens.sh"
+STACK_INIT = ROOT / "scripts" / "stack-init"
 PROVISIONING = ROOT / "grafana" / "provisioning"
-
-EXPORTER_UID = 10001
 GRAFANA_UID = 472  # the uid the grafana/grafana image runs as
+LONG_RUNNING = ("influxdb", "exporter", "prometheus", "grafana")
+# Exact releases: a tag that moves (2.9, latest, 11-ubuntu) would change what runs without a commit. And
+# no older than the newest patch release with public evidence when this was pinned (README: Upgrading):
+# an older one lacks security fixes (grafana 11.6.0 was the first 11.6 release, 15 followed it).
+PINNED_AT_LEAST = {"influxdb": (2, 9, 1), "prometheus": (3, 13, 2), "grafana": (11, 6, 16)}
+PYTHON_AT_LEAST = (3, 11, 16)
 
 
-def docker_compose(*args: str, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run Debian's docker-compose on the repository's file, isolated from the caller's environment."""
-    binary = shutil.which("docker-compose")
-    assert binary, "docker-compose not found: run ./scripts/setup (Debian package docker-compose)"
-    command = [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE)]
-    if env_file is not None:
-        command += ["--env-file", str(env_file)]
-    clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=120, check=False, env=clean_env
-    )
-
-
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`docker-compose config` of the compose file with .env.example as the .env."""
+@pytest.fixture(scope="module", params=[False, True], ids=["http", "https"])
+def resolved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`docker-compose config` with .env.example as .env, as shipped and with its HTTPS lines enabled."""
     env_file = tmp_path_factory.mktemp("compose") / ".env"
-    shutil.copyfile(ENV_EXAMPLE, env_file)
-    result = docker_compose("config", env_file=env_file)
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = yaml.safe_load(result.stdout)
-    return document
+    env_file.write_text(env_text(https=request.param), encoding="utf-8")
+    return resolve(env_file)
 
 
-def service(resolved: dict[str, Any], name: str) -> dict[str, Any]:
-    """One service of the resolved compose file."""
-    found: dict[str, Any] = resolved["services"][name]
-    return found
+def services(resolved: dict[str, Any]) -> list[Service]:
+    """Every service of the resolved file."""
+    return [service(resolved, name) for name in resolved["services"]]
 
 
-def mounts(svc: dict[str, Any]) -> list[dict[str, Any]]:
-    """A service's volumes in long form, whichever syntax `docker-compose config` printed."""
-    found: list[dict[str, Any]] = []
-    for volume in svc.get("volumes", []):
-        if isinstance(volume, dict):
-            found.append(volume)
-            continue
-        source, target, *mode = volume.split(":")
-        kind = "bind" if source.startswith(("/", ".")) else "volume"
-        found.append({"type": kind, "source": source, "target": target, "read_only": mode == ["ro"]})
-    return found
+def test_the_stack_has_its_services_and_https_reaches_the_receiver(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == {"secrets-check", "certs", *LONG_RUNNING}
+    environment = service(resolved, "exporter").environment
+    if environment["AXIS_EXPORTER_CERTFILE"]:
+        tls = service(resolved, "exporter").mount_at("/var/lib/axis-exporter/tls")
+        assert environment["AXIS_EXPORTER_CERTFILE"] == f"{tls.target}/{SERVER_CERT_FILE}"
+        assert environment["AXIS_EXPORTER_KEYFILE"] == f"{tls.target}/{SERVER_KEY_FILE}"
 
 
-def env_example() -> dict[str, str]:
-    """KEY=value pairs of .env.example."""
-    pairs: dict[str, str] = {}
-    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def test_compose_file_validates_with_the_example_env(resolved: dict[str, Any]) -> None:
-    assert set(resolved["services"]) == {"influxdb", "exporter", "prometheus", "grafana"}
-
-
-def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
-    empty = tmp_path / ".env"
-    empty.write_text("", encoding="utf-8")
-    result = docker_compose("config", env_file=empty)
-    assert result.returncode != 0
-    assert "INFLUXDB_ADMIN_PASSWORD in .env" in result.stderr
-
-
-def test_env_example_defines_every_variable_the_compose_file_reads() -> None:
+def test_env_example_defines_every_variable_the_compose_file_reads_and_holds_no_secret() -> None:
     used = set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text(encoding="utf-8")))
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    example = env_values(text)
+    documented = example.keys() | set(re.findall(r"^# (\w+)=", text, re.MULTILINE))
     assert used, "the compose file takes its settings from .env"
-    assert used <= env_example().keys(), f"document in .env.example: {sorted(used - env_example().keys())}"
-    secrets = {
-        key: value for key, value in env_example().items() if "PASSWORD" in key or key.endswith("TOKEN")
-    }
-    assert secrets and all(value.startswith("change-me") for value in secrets.values()), secrets
+    assert used <= documented, f"document in .env.example: {sorted(used - documented)}"
+    secretish = [key for key in example if re.search(r"PASSWORD|TOKEN|SECRET|WEBHOOK", key)]
+    assert secretish == [], f"secrets belong in ./secrets, not .env: {secretish}"
 
 
-def test_images_are_pinned_and_influxdb_is_2_7(resolved: dict[str, Any]) -> None:
-    images = {name: svc.get("image", "") for name, svc in resolved["services"].items()}
-    assert images["influxdb"] == "influxdb:2.7"
-    for name in ("prometheus", "grafana"):
-        tag = images[name].partition(":")[2]
-        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name} image {images[name]} is not pinned"
-    exporter = service(resolved, "exporter")
-    assert Path(exporter["build"]["context"]) == ROOT
-    assert not any(image.endswith(":latest") for image in images.values())
+def test_no_secret_in_any_container_environment(resolved: dict[str, Any]) -> None:
+    for svc in services(resolved):
+        for key, value in svc.environment.items():
+            if re.search(r"PASSWORD|TOKEN|SECRET", key) and not key.endswith("_FILE"):
+                assert re.fullmatch(r"\$__file\{/[^}]+\}", value), (
+                    f"{svc.name}: {key} holds a value; give it a file (*_FILE or Grafana's $__file{{}})"
+                )
+            for match in re.findall(r"(?:_FILE=|\$__file\{)?(/run/secrets/[\w.-]+)", f"{key}={value}"):
+                names = {mount.target for mount in svc.mounts if mount.type == "secret"}
+                assert match in names, f"{svc.name}: {key} names {match}, which is not among its secrets"
 
 
-def test_only_the_receiver_and_grafana_are_published(resolved: dict[str, Any]) -> None:
+def test_every_secret_is_a_file_under_secrets_that_git_ignores(resolved: dict[str, Any]) -> None:
+    declared = resolved["secrets"]
+    assert set(declared) == {rule.name for rule in SECRETS}, "secrets-check checks every secret"
+    for name, secret in declared.items():
+        assert Path(secret["file"]) == ROOT / "secrets" / name
+    check = service(resolved, "secrets-check")
+    assert {mount.source for mount in check.mounts if mount.type == "secret"} == set(declared)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "secrets/camera-tokens"], cwd=ROOT, check=False, timeout=30
+    )
+    assert ignored.returncode == 0, ".gitignore must keep ./secrets out of git"
+
+
+def test_every_service_waits_for_the_secrets_check(resolved: dict[str, Any]) -> None:
+    def waits(name: str) -> bool:
+        depends = resolved["services"][name].get("depends_on") or {}
+        if depends.get("secrets-check", {}).get("condition") == "service_completed_successfully":
+            return True
+        return any(waits(other) for other in depends)
+
+    for name in LONG_RUNNING:
+        assert waits(name), f"{name} can start before the secrets are checked"
+    check = service(resolved, "secrets-check")
+    assert check.raw["command"][:2] == ["axis-exporter", "check-secrets"]
+    assert check.raw.get("restart") in (None, "no"), "a one-off check must not be restarted"
+
+
+def release(tag: str) -> tuple[int, ...]:
+    """(major, minor, patch) of an exact release tag such as v3.13.2 or 11.6.16; () for anything else."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", tag)
+    return tuple(int(part) for part in match.groups()) if match else ()
+
+
+def test_images_are_pinned_to_exact_patched_releases(resolved: dict[str, Any]) -> None:
+    for name, minimum in PINNED_AT_LEAST.items():
+        image = resolved["services"][name]["image"]
+        version = release(image.rpartition(":")[2])
+        assert version, f"{name}: {image} is not an exact release"
+        assert version >= minimum, f"{name}: {image} is older than the patched {minimum}"
+    base = re.search(
+        r"^FROM python:(3\.11\.\d+)-slim-(bookworm|trixie)$", DOCKERFILE.read_text(), re.MULTILINE
+    )
+    assert base, "pin the base image to a Python patch release and a Debian release"
+    assert release(base.group(1)) >= PYTHON_AT_LEAST
+
+
+def test_only_the_push_listener_and_grafana_are_published(resolved: dict[str, Any]) -> None:
     published = {
         name: sorted(int(port["target"]) for port in svc.get("ports", []))
         for name, svc in resolved["services"].items()
         if svc.get("ports")
     }
-    assert published == {"exporter": [8080], "grafana": [3000]}
+    push_port = int(dockerfile_image().env["AXIS_EXPORTER_BIND"].rpartition(":")[2])
+    assert published == {"exporter": [push_port], "grafana": [3000]}
+
+
+def test_prometheus_scrapes_the_admin_listener_and_has_no_lifecycle_api(resolved: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "axis-exporter"]
+    admin_port = dockerfile_image().env["AXIS_EXPORTER_ADMIN_BIND"].rpartition(":")[2]
+    assert job["static_configs"] == [{"targets": [f"exporter:{admin_port}"]}]
+    assert job.get("scheme", "http") == "http", "the admin listener is plain HTTP whatever the cameras use"
+    command = service(resolved, "prometheus").raw["command"]
+    assert not any("lifecycle" in argument for argument in command), "the lifecycle API stops Prometheus"
+
+
+def test_the_ca_key_never_sits_on_a_volume_the_receiver_mounts(resolved: dict[str, Any]) -> None:
+    certs, exporter = service(resolved, "certs"), service(resolved, "exporter")
+    entrypoint = certs.raw["entrypoint"]
+    ca_dir, out_dir = (entrypoint[entrypoint.index(flag) + 1] for flag in ("--ca-dir", "--out"))
+    ca_volume = certs.mount_at(ca_dir).source
+    assert ca_volume not in {mount.source for mount in exporter.mounts}
+    tls = exporter.mount_at(out_dir)
+    assert tls.source == certs.mount_at(out_dir).source and tls.read_only
+    assert certs.raw.get("profiles"), "a tool run by hand, not started by `docker compose up`"
+
+
+def test_every_service_rotates_its_logs(resolved: dict[str, Any]) -> None:
+    for name, svc in resolved["services"].items():
+        logging = svc.get("logging") or {}
+        assert logging.get("options", {}).get("max-size"), f"{name} logs without a size limit"
+
+
+def test_the_receiver_runs_read_only_without_privileges(resolved: dict[str, Any]) -> None:
+    exporter = service(resolved, "exporter")
+    assert exporter.raw.get("read_only") is True
+    assert exporter.raw.get("cap_drop") == ["ALL"]
+    assert "no-new-privileges:true" in exporter.raw.get("security_opt", [])
+    writable = {mount.target for mount in exporter.mounts if not mount.read_only}
+    assert writable == {"/tmp", dockerfile_image().env["AXIS_EXPORTER_DEADLETTER_DIR"]}
 
 
 def test_healthchecks_and_start_order(resolved: dict[str, Any]) -> None:
     for name in ("influxdb", "prometheus", "grafana"):
-        assert service(resolved, name)["healthcheck"]["test"], name
-    assert "HEALTHCHECK" in DOCKERFILE.read_text(encoding="utf-8"), (
-        "the exporter's health check is in its image"
-    )
-    assert service(resolved, "exporter")["depends_on"]["influxdb"]["condition"] == "service_healthy"
-    grafana_deps = service(resolved, "grafana")["depends_on"]
+        assert service(resolved, name).raw["healthcheck"]["test"], name
+    assert dockerfile_image().healthcheck, "the exporter's health check is in its image"
+    assert service(resolved, "exporter").raw["depends_on"]["influxdb"]["condition"] == "service_healthy"
+    grafana_deps = service(resolved, "grafana").raw["depends_on"]
     assert {grafana_deps[name]["condition"] for name in ("influxdb", "prometheus")} == {"service_healthy"}
-    # InfluxDB is healthy only once the init script has written both tokens.
-    influx_check = " ".join(service(resolved, "influxdb")["healthcheck"]["test"])
+    influx_check = " ".join(service(resolved, "influxdb").raw["healthcheck"]["test"])
     assert "exporter.token" in influx_check and "grafana.token" in influx_check
 
 
@@ -152,24 +205,20 @@ def test_data_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
         "prometheus-data",
         "grafana-data",
     } <= set(resolved["volumes"])
-    by_target = {
-        name: {volume["target"]: volume for volume in mounts(svc)}
-        for name, svc in resolved["services"].items()
-    }
-    assert by_target["influxdb"]["/var/lib/influxdb2"]["source"] == "influxdb-data"
-    assert by_target["prometheus"]["/prometheus"]["source"] == "prometheus-data"
-    assert by_target["grafana"]["/var/lib/grafana"]["source"] == "grafana-data"
-    exporter = service(resolved, "exporter")["environment"]
-    assert by_target["exporter"][exporter["AXIS_EXPORTER_DEADLETTER_DIR"]]["source"] == "exporter-deadletter"
-    assert by_target["exporter"][exporter["PROMETHEUS_MULTIPROC_DIR"]]["type"] == "tmpfs"
+    assert service(resolved, "influxdb").mount_at("/var/lib/influxdb2").source == "influxdb-data"
+    assert service(resolved, "prometheus").mount_at("/prometheus").source == "prometheus-data"
+    assert service(resolved, "grafana").mount_at("/var/lib/grafana").source == "grafana-data"
+    exporter = service(resolved, "exporter")
+    deadletter = dockerfile_image().env["AXIS_EXPORTER_DEADLETTER_DIR"]
+    assert exporter.mount_at(deadletter).source == "exporter-deadletter"
 
 
 def test_bind_mounts_exist_and_match_what_the_services_expect(resolved: dict[str, Any]) -> None:
     binds = {
-        (name, volume["target"]): Path(volume["source"])
-        for name, svc in resolved["services"].items()
-        for volume in mounts(svc)
-        if volume["type"] == "bind"
+        (svc.name, mount.target): Path(mount.source)
+        for svc in services(resolved)
+        for mount in svc.mounts
+        if mount.type == "bind"
     }
     for (name, target), source in binds.items():
         assert source.exists(), f"{name}: {source} (mounted at {target}) is missing"
@@ -177,64 +226,40 @@ def test_bind_mounts_exist_and_match_what_the_services_expect(resolved: dict[str
     assert binds[("prometheus", "/etc/prometheus/alerts.yml")] == ROOT / "prometheus" / "alerts.yml"
     assert binds[("prometheus", "/etc/prometheus/prometheus.yml")] == ROOT / "prometheus" / "prometheus.yml"
     assert binds[("grafana", "/etc/grafana/provisioning")] == PROVISIONING
-    provider = yaml.safe_load((PROVISIONING / "dashboards" / "axis.yaml").read_text())["providers"][0]
-    dashboards_dir = binds[("grafana", provider["options"]["path"])]
-    assert dashboards_dir == ROOT / "grafana" / "dashboards"
-    home = service(resolved, "grafana")["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-    assert home.startswith(provider["options"]["path"] + "/")
-    assert (dashboards_dir / Path(home).name).is_file()
     assert binds[("influxdb", "/docker-entrypoint-initdb.d")] == INIT_SCRIPT.parent
-
-
-def test_prometheus_scrapes_the_exporter_service_by_the_contracts_job_name(resolved: dict[str, Any]) -> None:
-    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    port = service(resolved, "exporter")["ports"][0]["target"]
-    assert jobs["axis-exporter"]["static_configs"][0]["targets"] == [f"exporter:{port}"]
-    datasources = yaml.safe_load((PROVISIONING / "datasources" / "datasources.yaml").read_text())[
-        "datasources"
-    ]
-    urls = {source["type"]: source["url"] for source in datasources}
-    assert urls == {"influxdb": "http://influxdb:8086", "prometheus": "http://prometheus:9090"}
-    assert set(resolved["services"]) >= {"influxdb", "prometheus"}
-
-
-def test_grafana_gets_the_environment_its_provisioning_reads(resolved: dict[str, Any]) -> None:
-    environment = service(resolved, "grafana")["environment"]
-    for path in PROVISIONING.rglob("*.yaml"):
-        text = re.sub(r"\{\{.*?\}\}", "", path.read_text(encoding="utf-8"))  # alert templates are not env
-        for name in re.findall(r"\$\{(\w+)\}", text):
-            assert name in environment, f"{path.name} reads ${{{name}}}, which compose does not set"
+    home = service(resolved, "grafana").environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert binds[("grafana", str(Path(home).parent))] == ROOT / "grafana" / "dashboards"
+    assert (ROOT / "grafana" / "dashboards" / Path(home).name).is_file()
 
 
 def test_each_service_gets_its_own_influxdb_token(resolved: dict[str, Any]) -> None:
     script = INIT_SCRIPT.read_text(encoding="utf-8")
     assert os.access(INIT_SCRIPT, os.X_OK), "the influxdb image only runs executable *.sh init scripts"
-    assert f"create_token exporter.token {EXPORTER_UID} " in script and "--write-bucket" in script
+    image = dockerfile_image()
+    assert f"create_token exporter.token {image.uid} " in script and "--write-bucket" in script
     assert f"create_token grafana.token {GRAFANA_UID} " in script and "--read-bucket" in script
-    exporter_env = service(resolved, "exporter")["environment"]
+    exporter_env = service(resolved, "exporter").environment
     assert exporter_env["INFLUXDB_V2_TOKEN_FILE"] == "/var/lib/axis-tokens/exporter.token"
     assert "INFLUXDB_V2_TOKEN" not in exporter_env, "the exporter must not get the admin token"
-    datasources = (PROVISIONING / "datasources" / "datasources.yaml").read_text()
-    assert "$__file{/var/lib/axis-tokens/grafana.token}" in datasources
+    assert (
+        "$__file{/var/lib/axis-tokens/grafana.token}"
+        in (PROVISIONING / "datasources" / "datasources.yaml").read_text()
+    )
     for name in ("influxdb", "exporter", "grafana"):
-        (tokens,) = [v for v in mounts(service(resolved, name)) if v.get("source") == "influxdb-tokens"]
-        assert tokens["target"] == "/var/lib/axis-tokens"
-        assert tokens.get("read_only", False) == (name != "influxdb"), name
-    assert f"USER {EXPORTER_UID}:{EXPORTER_UID}" in DOCKERFILE.read_text(encoding="utf-8")
-    result = subprocess.run(["bash", "-n", str(INIT_SCRIPT)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+        tokens = service(resolved, name).mount_at("/var/lib/axis-tokens")
+        assert tokens.source == "influxdb-tokens" and tokens.read_only == (name != "influxdb"), name
 
 
 def test_the_exporters_compose_environment_is_a_valid_configuration(
     resolved: dict[str, Any], tmp_path: Path
 ) -> None:
-    environment = dict(service(resolved, "exporter")["environment"])
+    environment = {**dockerfile_image().env, **service(resolved, "exporter").environment}
     token_file = tmp_path / "exporter.token"
     token_file.write_text("generated-by-influxdb-init\n", encoding="utf-8")
+    cameras = tmp_path / "camera-tokens"
+    cameras.write_text("0123456789abcdef0123456789abcdef\n", encoding="utf-8")
     environment["INFLUXDB_V2_TOKEN_FILE"] = str(token_file)
-    environment["AXIS_EXPORTER_DEADLETTER_DIR"] = str(tmp_path / "deadletter")
-    environment["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    environment["AXIS_EXPORTER_TOKENS_FILE"] = str(cameras)
     config = load_config(environment)
     assert config.influx is not None
     assert (config.influx.url, config.influx.bucket, config.influx.token) == (
@@ -246,85 +271,117 @@ def test_the_exporters_compose_environment_is_a_valid_configuration(
 
 
 def test_dockerfile_builds_a_non_root_image_that_serves() -> None:
-    text = DOCKERFILE.read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
-    assert re.search(r"^RUN pip install \.", text, re.MULTILINE)
-    assert re.search(r"^USER (?!0\b|root\b)\S+", text, re.MULTILINE)
-    assert 'CMD ["axis-exporter", "serve"]' in text
-    assert "EXPOSE 8080" in text
+    image = dockerfile_image()
+    assert image.uid not in (0,) and image.gid != 0
+    assert image.cmd == ["axis-exporter", "serve"]
+    assert re.search(r"^RUN pip install \.", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in image.env, "serve makes a private one under /tmp"
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
-    assert ignored[ignored.index("*") :][:1] == ["*"], ".dockerignore starts from nothing (keeps .env out)"
-    for needed in ("pyproject.toml", "README.md", "exporter"):
-        assert (ROOT / needed).exists(), needed
-
-
-def healthcheck_command() -> list[str]:
-    """The exec form of the Dockerfile's HEALTHCHECK."""
-    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
-    match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.MULTILINE)
-    assert match, "no HEALTHCHECK ... CMD [...] in the Dockerfile"
-    command: list[str] = json.loads(match.group(1))
-    assert command[0] == "python"
-    return [sys.executable, *command[1:]]
+    assert ignored[ignored.index("*") :][:1] == ["*"], ".dockerignore starts from nothing (keeps secrets out)"
 
 
 def run_healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the image's health check command here, with the container's relevant variables."""
+    command = dockerfile_image().healthcheck
+    assert command[0] == "python"
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     return subprocess.run(
-        healthcheck_command(), env={**base, **env}, capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, *command[1:]],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 
-def test_image_healthcheck_passes_against_a_running_receiver(exporter_server: ExporterFactory) -> None:
+def test_image_healthcheck_asks_the_admin_listener(exporter_server: ExporterFactory) -> None:
     server = exporter_server(workers=1)
-    result = run_healthcheck({"AXIS_EXPORTER_BIND": f"0.0.0.0:{server.port}"})
+    result = run_healthcheck({"AXIS_EXPORTER_ADMIN_BIND": f"0.0.0.0:{server.admin_port}"})
     assert result.returncode == 0, result.stderr
+    assert run_healthcheck({"AXIS_EXPORTER_ADMIN_BIND": f"127.0.0.1:{free_port()}"}).returncode != 0
 
 
-# The fixture's readiness probe does not verify our self-signed certificate; that is fine here.
-@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
-def test_image_healthcheck_passes_over_https(exporter_server: ExporterFactory, tmp_path: Path) -> None:
-    issued = issue_certificates(tmp_path / "certs", ["127.0.0.1"])
-    server = exporter_server(
-        "--certfile", str(issued.server_cert), "--keyfile", str(issued.server_key), workers=1, scheme="https"
-    )
-    env = {"AXIS_EXPORTER_BIND": f"0.0.0.0:{server.port}", "AXIS_EXPORTER_CERTFILE": str(issued.server_cert)}
-    assert run_healthcheck(env).returncode == 0
-    assert run_healthcheck({"AXIS_EXPORTER_BIND": f"0.0.0.0:{server.port}"}).returncode != 0
-
-
-def test_image_healthcheck_fails_when_nothing_listens() -> None:
-    assert run_healthcheck({"AXIS_EXPORTER_BIND": f"0.0.0.0:{free_port()}"}).returncode != 0
-
-
-def test_https_instructions_match_the_certs_command_and_give_a_valid_prometheus_config(
-    tmp_path: Path,
-) -> None:
+def test_the_certs_instructions_match_the_certs_service(resolved: dict[str, Any], tmp_path: Path) -> None:
     example = ENV_EXAMPLE.read_text(encoding="utf-8")
-    certs_dir = "/var/lib/axis-exporter/certs"
-    assert f"--out {certs_dir}" in example and "--host exporter" in example
-    assert f"# AXIS_EXPORTER_CERTFILE={certs_dir}/{SERVER_CERT_FILE}" in example
-    assert f"# AXIS_EXPORTER_KEYFILE={certs_dir}/{SERVER_KEY_FILE}" in example
-    assert f"chmod 0755 {certs_dir}" in DOCKERFILE.read_text(encoding="utf-8"), "the image creates it"
-    # Uncommenting the https lines of prometheus.yml, as .env.example says, gives a valid config.
-    issued = issue_certificates(tmp_path / "certs", ["127.0.0.1", "exporter"])
-    assert issued.ca_cert.name == CA_CERT_FILE
-    text = (ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8")
-    block = ["# scheme: https", "# tls_config:", f"#   ca_file: /etc/prometheus/axis-certs/{CA_CERT_FILE}"]
-    for line in block:
-        assert line in text, line
-        text = text.replace(line, line.replace("# ", "", 1))
-    text = text.replace(f"/etc/prometheus/axis-certs/{CA_CERT_FILE}", str(issued.ca_cert))
-    text = text.replace("/etc/prometheus/alerts.yml", str(ROOT / "prometheus" / "alerts.yml"))
-    config = tmp_path / "prometheus.yml"
-    config.write_text(text, encoding="utf-8")
-    parsed = yaml.safe_load(text)
-    job = next(job for job in parsed["scrape_configs"] if job["job_name"] == "axis-exporter")
-    assert job["scheme"] == "https" and job["tls_config"]["ca_file"] == str(issued.ca_cert)
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: run ./scripts/setup"
+    assert "docker compose run --rm certs --host" in example
+    entrypoint = service(resolved, "certs").raw["entrypoint"]
+    out_dir = entrypoint[entrypoint.index("--out") + 1]
+    assert f"# AXIS_EXPORTER_CERTFILE={out_dir}/{SERVER_CERT_FILE}" in example
+    assert f"# AXIS_EXPORTER_KEYFILE={out_dir}/{SERVER_KEY_FILE}" in example
+    issued = issue_certificates(tmp_path / "tls", ["127.0.0.1"], ca_dir=tmp_path / "ca")
+    assert issued.ca_key.parent == tmp_path / "ca" and issued.ca_cert_copy == tmp_path / "tls" / CA_CERT_FILE
+    assert not (tmp_path / "tls" / "CA-key.pem").exists()
+
+
+# --- the stack's scripts --------------------------------------------------------------------------
+def shell_scripts() -> list[Path]:
+    """Every shell script of the repository, found by its first line."""
+    found = []
+    for path in sorted(ROOT.glob("**/*")):
+        if (
+            ".git" in path.parts
+            or not path.is_file()
+            or path.suffix in (".py", ".json", ".md", ".yml", ".yaml")
+        ):
+            continue
+        with path.open("rb") as handle:
+            first = handle.readline()
+        if re.match(rb"#!\s*/(usr/)?bin/(env )?(ba)?sh\b", first):
+            found.append(path)
+    return found
+
+
+def test_shellcheck_finds_nothing_in_any_shell_script() -> None:
+    scripts = shell_scripts()
+    assert {ROOT / "scripts" / "stack-init", ROOT / "scripts" / "test", INIT_SCRIPT} <= set(scripts)
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck not found: run ./scripts/setup (Debian package shellcheck)"
     result = subprocess.run(
-        [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+        [shellcheck, *map(str, scripts)], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stack_init_writes_strong_secrets_once_and_replaces_placeholders(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(STACK_INIT, tmp_path / "scripts" / "stack-init")
+    shutil.copy2(ENV_EXAMPLE, tmp_path / ".env.example")
+
+    def stack_init() -> str:
+        result = subprocess.run(
+            [str(tmp_path / "scripts" / "stack-init")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    stack_init()
+    secrets = tmp_path / "secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700, "only you may list or read the secrets"
+    assert (tmp_path / ".env").read_text() == ENV_EXAMPLE.read_text()
+    assert [finding for finding in check_secrets(secrets, "secrets") if finding.fatal] == []
+    first = {path.name: path.read_text() for path in secrets.iterdir()}
+    assert len({first[rule.name] for rule in SECRETS if rule.kind != "url"}) == len(SECRETS) - 1, "all differ"
+    for path in secrets.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, "the containers read them as their own users"
+
+    (secrets / "grafana-admin-password").write_text("change-me-grafana-password\n")
+    output = stack_init()
+    assert "kept     secrets/camera-tokens" in output and "wrote    secrets/grafana-admin-password" in output
+    second = {path.name: path.read_text() for path in secrets.iterdir()}
+    assert second["camera-tokens"] == first["camera-tokens"], "a set secret is never replaced"
+    assert second["grafana-admin-password"] != "change-me-grafana-password\n"
+    assert [finding for finding in check_secrets(secrets, "secrets") if finding.fatal] == []
+
+
+def test_check_secrets_names_a_missing_file_and_the_fix(tmp_path: Path) -> None:
+    findings = check_secrets(tmp_path, "secrets")
+    assert all(finding.fatal for finding in findings) and len(findings) == len(SECRETS)
+    assert (
+        "secrets/influxdb-admin-password is missing (the InfluxDB admin password): run ./scripts/stack-init"
+        in (findings[0].message)
+    )

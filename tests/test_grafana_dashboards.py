@@ -232,12 +232,16 @@ def test_variables_have_safe_defaults() -> None:
                 assert variable.get("allValue") == ".*", variable
 
 
-def test_dashboard_provider_loads_the_dashboard_folder_into_one_folder() -> None:
+def test_dashboard_provider_loads_the_dashboard_folder_into_the_rules_folder() -> None:
     providers = load_yaml(PROVISIONING / "dashboards" / "axis.yaml")["providers"]
     assert len(providers) == 1
     provider = providers[0]
     assert provider["type"] == "file"
-    assert provider["folder"] and provider["folderUid"]
+    # By title only: the alert rule, provisioned first, creates the folder with a uid of Grafana's choice.
+    assert provider["folder"] and "folderUid" not in provider
+    assert {group["folder"] for group in load_yaml(PROVISIONING / "alerting" / "rules.yaml")["groups"]} == {
+        provider["folder"]
+    }
     assert provider["options"]["path"] == "/etc/grafana/dashboards/axis"
     assert provider["allowUiUpdates"] is False
 
@@ -310,4 +314,5 @@ def test_one_contact_point_and_a_policy_that_routes_to_it() -> None:
     assert policy["receiver"] == contact_point["name"]
     (receiver,) = contact_point["receivers"]
     assert receiver["uid"] and receiver["type"] == "webhook"
-    assert receiver["settings"]["url"] == "${AXIS_ALERT_WEBHOOK_URL}"
+    # A webhook URL (Slack, Teams) carries a credential: it is a secret file, not an environment variable.
+    assert receiver["settings"]["url"] == "$__file{/run/secrets/alert-webhook-url}"

@@ -136,7 +136,7 @@ def compose_prometheus_config(tmp_path: Path, target: str | None = None, interva
     )
     config["rule_files"] = [str(ROOT / "prometheus" / "alerts.yml")]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert jobs["axis-exporter"]["static_configs"] == [{"targets": ["exporter:8080"]}]
+    assert jobs["axis-exporter"]["static_configs"] == [{"targets": ["exporter:10464"]}]
     if target is not None:
         jobs["axis-exporter"]["static_configs"] = [{"targets": [target]}]
         config["scrape_configs"] = [jobs["axis-exporter"]]
@@ -166,7 +166,7 @@ def scraped(
     for document in (payload("sample-3d-object-data"), test_connection):
         response = requests.post(f"{server.url}/push", json=document, timeout=30)
         assert response.status_code == 200, response.text
-    job = scrape_job("axis-exporter", f"127.0.0.1:{server.port}")
+    job = scrape_job("axis-exporter", f"127.0.0.1:{server.admin_port}")
     with LocalPrometheus(
         tmp_path / "prometheus", [job], rule_files=[ROOT / "prometheus" / "alerts.yml"]
     ) as prom:
