@@ -91,8 +91,17 @@ class ContainerSpec:
 
 def runtime_paths() -> list[str]:
     """Host paths the emulated container needs: the system, this Python, and the installed project."""
+    # Where `axis-exporter` imports the package from (an editable install points into a checkout).
+    installed = subprocess.run(
+        [sys.executable, "-c", "import exporter; print(exporter.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     paths = [path for path in HOST_RUNTIME if os.path.lexists(path)]
-    paths += sorted({sys.base_prefix, sys.prefix, str(Path(__file__).resolve().parent.parent)})
+    paths += sorted({sys.base_prefix, sys.prefix, str(Path(installed).parent.parent)})
     return paths
 
 
