@@ -40,6 +40,7 @@ CONTRACT = {
     "axis_exporter_sensor_push_interval_seconds": "gauge",
     "axis_exporter_sensor_intervals": "counter",
     "axis_exporter_untracked_sensor_pushes": "counter",
+    "axis_exporter_unrouted_alert_notifications": "counter",
     "axis_exporter_influxdb_up": "gauge",
     "axis_exporter_build_info": "gauge",
 }

@@ -145,7 +145,8 @@ def _send(
 
 
 def _pushes_by_pid(directory: Path) -> dict[int, float]:
-    """Pushes each worker recorded in its own multiprocess file (pid -> count)."""
+    """Pushes each process recorded in its own multiprocess file (pid -> count), for processes that took
+    any (the admin process never does)."""
     counts: dict[int, float] = {}
     for path in directory.glob("counter_*.db"):
         families = multiprocess.MultiProcessCollector.merge([str(path)], accumulate=True)  # type: ignore[no-untyped-call]
@@ -155,7 +156,7 @@ def _pushes_by_pid(directory: Path) -> dict[int, float]:
             for sample in family.samples
             if sample.name == "axis_exporter_pushes_total"
         )
-    return counts
+    return {pid: count for pid, count in counts.items() if count > 0}
 
 
 def _scraped(prom: LocalPrometheus, promql: str) -> float | None:
