@@ -145,7 +145,7 @@ def measure_conversion(body: bytes, items: int, settings: Settings, report: Repo
         del document
         buffer = bytearray(body)  # what the receiver holds after reading the request
         started = time.perf_counter()
-        converted = convert_push(buffer, settings.chunk_lines)
+        converted = convert_push(buffer)
         lines = sum(chunk.line_count for chunk in converted.chunks(0, settings.chunk_lines))
         convert_times.append(time.perf_counter() - started)
         assert lines == items, f"converted {lines} lines, expected {items}"
@@ -302,7 +302,7 @@ def measure_backfill(
     report: Report,
 ) -> None:
     """The backfill push through the receiver, next to its line protocol posted straight to InfluxDB."""
-    converted = convert_push(bytearray(body), settings.chunk_lines)
+    converted = convert_push(bytearray(body))
     chunks = [chunk.payload().encode() for chunk in converted.chunks(0, settings.chunk_lines)]
     direct_bucket = bucket + "_direct"
     influx.create_database(direct_bucket)

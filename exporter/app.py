@@ -3,9 +3,10 @@
 This is the push listener, the one cameras reach: ``POST /push`` (or ``/``), ``GET /healthz`` and a
 landing text on ``GET /``, nothing else. Metrics and readiness are on the admin listener (``admin``).
 
-A push goes, in order: token check -> body read (bounded) -> ``lineprotocol.convert_push`` (parse, check,
-build line protocol) -> token-for-serial check -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store
-for what could not be stored -> 200. The answer is 200 only once InfluxDB confirmed the write.
+A push goes, in order: token check -> body read (bounded) -> ``lineprotocol.parse_body`` (parse, check
+the envelope) -> token-for-serial check -> ``lineprotocol.ConvertedPush`` (check measurements, build line
+protocol) -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store for what could not be stored ->
+200. The answer is 200 only once InfluxDB confirmed the write.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from werkzeug.exceptions import HTTPException
 
 from exporter.config import Config, ConfigError, DeviceToken, load_config
 from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore
-from exporter.lineprotocol import ConvertedPush, convert_push
+from exporter.lineprotocol import ConvertedPush, parse_body
 from exporter.metrics import Metrics
 from exporter.payload import PayloadError, Push, Rejected
 from exporter.readdeadline import ReadDeadlineWatchdog
+from exporter.sensors import SensorPush
 from exporter.writer import InfluxWriter, StorageUnavailable
 
 log = logging.getLogger("exporter")
@@ -163,13 +165,15 @@ class PushReceiver:
             )
         body = self._read_body()
         received_at = int(time.time())
+        limits = self.config.limits
         try:
-            converted = convert_push(body, self.config.write_chunk_lines)
+            parsed = parse_body(body, limits)
         except PayloadError as exc:
             self._keep_bad_body(body, str(exc))
             raise PushError(400, "bad_request", str(exc)) from None
         del body  # a 90-day push is tens of MB; only its line protocol is needed from here on
-        push = converted.push
+        push = parsed.push
+        # Before any measurement is looked at: a token bound to other serials costs us nothing more.
         if token is not None and not token.allows(push.sensor.serial):
             raise PushError(
                 403,
@@ -178,6 +182,7 @@ class PushReceiver:
             )
         for warning in push.warnings:
             log.warning("sensor %s (%s): %s", push.sensor.name, push.sensor.serial, warning)
+        converted = ConvertedPush(parsed, limits, limits.latest_interval_end(received_at))
         return self._store(converted, received_at)
 
     def _keep_bad_body(self, body: bytearray, reason: str) -> None:
@@ -217,7 +222,20 @@ class PushReceiver:
             # The device keeps what we answer non-200 for; that beats dropping the data here.
             raise PushError(503, "storage_unavailable", str(exc), RETRY_AFTER) from None
         intervals = converted.intervals
-        self.metrics.record_sensor_push(sensor.name, sensor.serial, received_at, intervals, converted.span)
+        self.metrics.record_sensor_push(
+            SensorPush(
+                serial=sensor.serial,
+                name=sensor.name,
+                application=sensor.application,
+                application_version=sensor.application_version,
+                timezone=sensor.timezone,
+                ip_address=sensor.ip_address,
+                source_address=request.remote_addr or "",
+                pushed_at=received_at,
+                intervals=intervals,
+                span=converted.span,
+            )
+        )
         elapsed_ms = (time.perf_counter() - started) * 1000
         if push.test_connection:
             log.info(

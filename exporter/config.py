@@ -14,8 +14,16 @@ DEFAULT_MAX_SENSORS = 2_000
 DEFAULT_INFLUXDB_TIMEOUT_MS = 10_000
 # A 90-day backfill (about 35 MB) over a 2 Mbit/s camera uplink takes about 140 s.
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 300
+# People through one counted door in one interval (at most 15 minutes): a crowded entrance passes a few
+# hundred a minute; more is a broken or forged count, and far less than an int64 sum could overflow.
+DEFAULT_MAX_COUNT = 10_000
+# How far the end of an interval may lie ahead of this receiver's clock (cameras keep NTP time).
+DEFAULT_MAX_FUTURE_SKEW_SECONDS = 600
+# Axis serials are the device's MAC address: 12 hexadecimal digits, upper-cased here.
+DEFAULT_SERIAL_PATTERN = "[0-9A-F]{12}"
+# A device keeps at most 90 days; 90 days of one-minute intervals are 129,600 measurements.
+MAX_MEASUREMENTS_PER_PUSH = 150_000
 
-_SERIAL_PATTERN = re.compile(r"^[^\s,]+$")
 # What example files and half-finished setups hold instead of a secret.
 _PLACEHOLDER = re.compile(r"change[-_]?me|replace[-_]?me|placeholder|<[^>]*>", re.IGNORECASE)
 
@@ -42,6 +50,20 @@ class DeviceToken:
 
 
 @dataclass(frozen=True)
+class PushLimits:
+    """What a push may hold, from what a real camera sends (README: Security)."""
+
+    max_count: int = DEFAULT_MAX_COUNT
+    max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS
+    serial_pattern: re.Pattern[str] = re.compile(DEFAULT_SERIAL_PATTERN)
+    max_measurements: int = MAX_MEASUREMENTS_PER_PUSH
+
+    def latest_interval_end(self, now: float) -> int:
+        """The latest ``utcTo`` accepted at unix time ``now``."""
+        return int(now) + self.max_future_skew_seconds
+
+
+@dataclass(frozen=True)
 class InfluxConfig:
     """Where and how to write to InfluxDB (names follow the influxdb-client library)."""
 
@@ -64,6 +86,7 @@ class Config:
     write_chunk_lines: int = DEFAULT_WRITE_CHUNK_LINES
     max_sensors: int = DEFAULT_MAX_SENSORS
     client_timeout_seconds: int = DEFAULT_CLIENT_TIMEOUT_SECONDS
+    limits: PushLimits = PushLimits()
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None
 
@@ -101,28 +124,68 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def parse_device_tokens(raw: str, source: str) -> tuple[DeviceToken, ...]:
+def _serial_pattern(env: Mapping[str, str]) -> re.Pattern[str]:
+    raw = env.get("AXIS_EXPORTER_SERIAL_PATTERN", "").strip() or DEFAULT_SERIAL_PATTERN
+    try:
+        pattern = re.compile(raw)
+    except re.error as exc:
+        raise ConfigError(
+            f"AXIS_EXPORTER_SERIAL_PATTERN={raw!r} is not a regular expression: {exc}"
+        ) from None
+    if pattern.fullmatch("") is not None:
+        raise ConfigError(f"AXIS_EXPORTER_SERIAL_PATTERN={raw!r} accepts an empty serial")
+    return pattern
+
+
+def _limits(env: Mapping[str, str]) -> PushLimits:
+    return PushLimits(
+        max_count=_positive_int(env, "AXIS_EXPORTER_MAX_COUNT", DEFAULT_MAX_COUNT),
+        max_future_skew_seconds=_positive_int(
+            env, "AXIS_EXPORTER_MAX_FUTURE_SKEW", DEFAULT_MAX_FUTURE_SKEW_SECONDS
+        ),
+        serial_pattern=_serial_pattern(env),
+    )
+
+
+def parse_device_tokens(
+    raw: str, source: str, serial_pattern: re.Pattern[str] | None = None
+) -> tuple[DeviceToken, ...]:
     """Parse ``token[:SERIAL[|SERIAL...]]`` entries separated by commas or newlines.
 
-    A token without serials may push for any device; ``t1:ACCC8E01|ACCC8E02`` only for those two.
+    A token without serials may push for any device; ``t1:ACCC8E01|ACCC8E02`` only for those two. A
+    line starting with ``#`` is a comment. Anything ambiguous is refused with the reason: a token twice
+    (which binding would win?), a ``:`` with no serial after it (bound to nothing would mean any
+    serial), a space inside a token (a comment after it?), a serial the serial pattern refuses.
     """
+    pattern = serial_pattern or re.compile(DEFAULT_SERIAL_PATTERN)
     tokens: list[DeviceToken] = []
-    for entry in re.split(r"[,\n]", raw):
+    seen: set[str] = set()
+    for number, entry in enumerate(re.split(r"[,\n]", raw), start=1):
         entry = entry.strip()
         if not entry or entry.startswith("#"):
             continue
-        secret, _, serial_list = entry.partition(":")
+        secret, colon, serial_list = entry.partition(":")
         secret = secret.strip()
+        where = f"{source}, entry {number}"
         if not secret:
-            raise ConfigError(f"{source}: an entry has an empty token before ':'")
+            raise ConfigError(f"{where}: an empty token before ':'")
         if is_placeholder(secret):
-            raise ConfigError(
-                f"{source} still holds a placeholder token: put the cameras' real token(s) there"
-            )
+            raise ConfigError(f"{where}: still a placeholder token: put the cameras' real tokens there")
+        if any(character.isspace() for character in secret):
+            raise ConfigError(f"{where}: a token with a space in it (comments go on lines of their own)")
+        if secret in seen:
+            raise ConfigError(f"{where}: the same token appears twice; list it once with all its serials")
         serials = frozenset(s.strip().upper() for s in serial_list.split("|") if s.strip())
+        if colon and not serials:
+            raise ConfigError(
+                f"{where}: ':' but no serial after it; drop the ':' to let the token push for any serial"
+            )
         for serial in serials:
-            if not _SERIAL_PATTERN.match(serial):
-                raise ConfigError(f"{source}: serial {serial!r} for a token contains spaces or commas")
+            if not serial.isascii() or not pattern.fullmatch(serial):
+                raise ConfigError(
+                    f"{where}: {serial!r} is not a serial (AXIS_EXPORTER_SERIAL_PATTERN {pattern.pattern})"
+                )
+        seen.add(secret)
         tokens.append(DeviceToken(secret, serials))
     if raw.strip() and not tokens:
         raise ConfigError(f"{source} is set but holds no token")
@@ -149,8 +212,10 @@ def _influx(env: Mapping[str, str]) -> InfluxConfig | None:
 
 def load_config(env: Mapping[str, str]) -> Config:
     """Build the configuration from an environment mapping; raise ConfigError naming the bad variable."""
+    limits = _limits(env)
     tokens_raw = _secret(env, "AXIS_EXPORTER_TOKENS")
-    tokens = parse_device_tokens(tokens_raw, "AXIS_EXPORTER_TOKENS") if tokens_raw else ()
+    source = "AXIS_EXPORTER_TOKENS_FILE" if env.get("AXIS_EXPORTER_TOKENS_FILE") else "AXIS_EXPORTER_TOKENS"
+    tokens = parse_device_tokens(tokens_raw, source, limits.serial_pattern) if tokens_raw else ()
     log_level = env.get("AXIS_EXPORTER_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"AXIS_EXPORTER_LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")
@@ -167,6 +232,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         client_timeout_seconds=_positive_int(
             env, "AXIS_EXPORTER_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT_SECONDS
         ),
+        limits=limits,
         log_level=log_level,
         prometheus_multiproc_dir=(
             Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None

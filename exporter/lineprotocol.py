@@ -9,11 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from exporter.config import PushLimits
 from exporter.payload import (
+    DEFAULT_LIMITS,
+    DIRECTIONS,
+    KINDS,
+    MAX_ITEMS,
     Measurement,
     MeasurementError,
     MeasurementSplitter,
@@ -21,6 +26,8 @@ from exporter.payload import (
     Push,
     Rejected,
     Unsplittable,
+    bounded,
+    check_measurement_count,
     parse_push,
     push_from_document,
     validate_measurement,
@@ -94,22 +101,13 @@ class PushLineBuilder:
         timestamp = measurement.utc_from
         lines = []
         for item in measurement.items:
-            if item.adults is None and not item.extra:
+            # Fields sorted by key, like Point.
+            if item.adults is None:
                 field_set = f"count={item.count}i"
             else:
-                field_set = self._field_set(item.count, item.adults, item.extra)
+                field_set = f"adults={item.adults}i,count={item.count}i"
             lines.append(f"{self._series(item.direction, measurement.kind)}{field_set} {timestamp}")
         return lines
-
-    @staticmethod
-    def _field_set(count: int, adults: int | None, extra: tuple[tuple[str, float], ...]) -> str:
-        # Sorted by raw key, like Point.
-        fields = {"count": f"{count}i"}
-        if adults is not None:
-            fields["adults"] = f"{adults}i"
-        for key, value in extra:
-            fields[key] = format_float(value)
-        return ",".join(f"{escape_key(key)}={fields[key]}" for key in sorted(fields))
 
     def sensor_push_line(self, intervals: int, received_at: int) -> str:
         """The ``sensor_push`` point that records this push (and proves its data was stored)."""
@@ -150,11 +148,15 @@ class FastConverter:
     """Validates raw measurements and builds their lines in one pass, for the shapes devices send.
 
     Anything outside the common shape (extra attributes, floats, odd times, bad values) goes through
-    ``validate_measurement`` and ``PushLineBuilder`` instead, so the output is always theirs.
+    ``validate_measurement`` and ``PushLineBuilder`` instead, so the output is always theirs. The work
+    per measurement is bounded (at most ``MAX_ITEMS`` items are looked at), so conversion is linear in
+    the body whatever it holds.
     """
 
-    def __init__(self, builder: PushLineBuilder) -> None:
+    def __init__(self, builder: PushLineBuilder, limits: PushLimits, latest_end: int) -> None:
         self._builder = builder
+        self._limits = limits
+        self._latest_end = latest_end
         # (raw direction, raw kind) -> (canonical direction, series prefix ending in a space)
         self._series: dict[tuple[object, object], tuple[str, str] | None] = {}
         self._zero: dict[object, tuple[str, str] | None] = {}
@@ -166,9 +168,8 @@ class FastConverter:
         except KeyError:
             pass
         found: tuple[str, str] | None = None
-        if type(direction) is str and type(kind) is str and direction.strip() and kind.strip():
-            canonical = direction.strip()
-            found = (canonical, self._builder._series(canonical, kind.strip()))
+        if direction in DIRECTIONS and kind in KINDS:
+            found = (direction, self._builder._series(direction, kind))
         if len(self._series) < _CACHE_LIMIT:
             self._series[key] = found
         return found
@@ -179,11 +180,10 @@ class FastConverter:
         except KeyError:
             pass
         found: tuple[str, str] | None = None
-        if type(kind) is str and kind.strip():
-            stripped = kind.strip()
+        if kind in KINDS:
             found = (
-                self._builder._series("in", stripped) + "count=0i ",
-                self._builder._series("out", stripped) + "count=0i ",
+                self._builder._series("in", kind) + "count=0i ",
+                self._builder._series("out", kind) + "count=0i ",
             )
         if len(self._zero) < _CACHE_LIMIT:
             self._zero[kind] = found
@@ -201,6 +201,8 @@ class FastConverter:
         min_from = result.min_from
         max_to = result.max_to
         intervals = result.intervals
+        max_count = self._limits.max_count
+        latest_end = self._latest_end
         for raw in raws:
             start = len(lines)
             try:
@@ -215,6 +217,8 @@ class FastConverter:
                 else:
                     utc_to = _fast_utc(text)
                     prev_text, prev_value = text, utc_to
+                if not utc_from <= utc_to <= latest_end:
+                    raise _Slow
                 kind = raw.get("kind")
                 items = raw.get("items")
                 if not items:
@@ -226,15 +230,15 @@ class FastConverter:
                     append(f"{zero[0]}{utc_from}")
                     append(f"{zero[1]}{utc_from}")
                 else:
-                    if type(items) is not list:
+                    if type(items) is not list or len(items) > MAX_ITEMS:
                         raise _Slow
-                    seen: list[str] = []
+                    seen: list[str] = []  # at most MAX_ITEMS long
                     for item in items:
                         if type(item) is not dict:
                             raise _Slow
                         direction = item.get("direction")
                         count = item.get("count")
-                        if type(count) is not int or not 0 <= count <= _MAX_INT64:
+                        if type(count) is not int or not 0 <= count <= max_count:
                             raise _Slow
                         key = (direction, kind)
                         series = series_cache[key] if key in series_cache else series_for(direction, kind)
@@ -246,7 +250,7 @@ class FastConverter:
                             append(f"{series[1]}count={count}i {utc_from}")
                         elif size == 3:
                             adults = item.get("adults")
-                            if type(adults) is not int or not 0 <= adults <= _MAX_INT64:
+                            if type(adults) is not int or not 0 <= adults <= max_count:
                                 raise _Slow
                             append(f"{series[1]}adults={adults}i,count={count}i {utc_from}")
                         else:
@@ -254,9 +258,9 @@ class FastConverter:
             except (_Slow, ValueError, TypeError, OverflowError, OSError):
                 del lines[start:]
                 try:
-                    measurement = validate_measurement(raw)
+                    measurement = validate_measurement(raw, self._limits, latest_end)
                 except MeasurementError as exc:
-                    result.rejected.append(Rejected(str(exc), raw))
+                    result.rejected.append(Rejected(str(exc), bounded(raw)))
                     continue
                 lines.extend(builder.measurement_lines(measurement))
                 utc_from, utc_to = measurement.utc_from, measurement.utc_to
@@ -292,26 +296,57 @@ SPLIT_MIN_BYTES = 1 << 20
 PIECE_BYTES = 1 << 16
 
 
+class ParsedPush(NamedTuple):
+    """A push whose envelope was checked; a large one's measurements come as slices, parsed on demand."""
+
+    push: Push
+    pieces: Iterator[list[Any]] | None
+
+
+def parse_body(
+    body: bytes | bytearray,
+    limits: PushLimits = DEFAULT_LIMITS,
+    *,
+    split_min_bytes: int = SPLIT_MIN_BYTES,
+    piece_bytes: int = PIECE_BYTES,
+) -> ParsedPush:
+    """Parse a push body and check its envelope; raise PayloadError as ``parse_push`` does.
+
+    Work linear in the body and nothing more: the app checks the token against the serial before any
+    measurement is validated or converted. A large body is parsed a slice at a time
+    (``MeasurementSplitter``), which checks the whole push, so nothing is written for a bad one.
+    """
+    if len(body) >= split_min_bytes:
+        splitter = MeasurementSplitter(body, piece_bytes)
+        try:
+            count = sum(len(piece) for piece in splitter.pieces())
+            push = push_from_document(orjson.loads(splitter.envelope()), limits)
+        except (Unsplittable, PayloadError, orjson.JSONDecodeError):
+            pass  # parsed whole below, which also gives the error message a bad body deserves
+        else:
+            check_measurement_count(count, limits)
+            return ParsedPush(push, splitter.replay())
+    return ParsedPush(parse_push(body, limits), None)
+
+
 class ConvertedPush:
     """A checked push and its line protocol in write-sized chunks, plus what could not be used.
 
-    Small pushes are converted at once. A large push was only checked (sliced parse, envelope) when
-    this is made; ``chunks`` parses and converts it slice by slice as the chunks are written, so that
-    InfluxDB stores one chunk while the next is built. ``rejected``, ``intervals`` and ``span`` are
-    complete once ``chunks`` is exhausted.
+    Small pushes are converted at once. A large push is converted slice by slice as ``chunks`` is
+    iterated, so that InfluxDB stores one chunk while the next is built. ``rejected``, ``intervals``
+    and ``span`` are complete once ``chunks`` is exhausted. ``latest_end`` is the latest interval end
+    accepted (``PushLimits.latest_interval_end`` of the receive time).
     """
 
-    def __init__(
-        self,
-        push: Push,
-        result: BatchResult,
-        pieces: Iterator[list[Any]] | None = None,
-    ) -> None:
-        self.push = push
-        self.builder = PushLineBuilder(push)
-        self._result = result
-        self._lines = result.lines  # where the converter appends
-        self._pieces = pieces
+    def __init__(self, parsed: ParsedPush, limits: PushLimits, latest_end: int) -> None:
+        self.push = parsed.push
+        self.builder = PushLineBuilder(parsed.push)
+        self._result = BatchResult()
+        self._lines = self._result.lines  # where the converter appends
+        self._converter = FastConverter(self.builder, limits, latest_end)
+        self._pieces = parsed.pieces
+        if parsed.pieces is None:
+            self._converter.convert(parsed.push.raw_measurements, self._result)
 
     @property
     def rejected(self) -> list[Rejected]:
@@ -335,9 +370,8 @@ class ConvertedPush:
         """Chunks to write in order; the ``sensor_push`` line comes last, once the data is in."""
         lines = self._lines
         if self._pieces is not None:
-            converter = FastConverter(self.builder)
             for piece in self._pieces:
-                converter.convert(piece, self._result)
+                self._converter.convert(piece, self._result)
                 # Runs in the writer's helper thread: let the thread waiting for InfluxDB's answer take
                 # the GIL now rather than after the interpreter's 5 ms switch interval.
                 time.sleep(0)
@@ -357,28 +391,16 @@ class ConvertedPush:
 
 def convert_push(
     body: bytes | bytearray,
-    chunk_lines: int,
+    limits: PushLimits = DEFAULT_LIMITS,
     *,
+    now: float | None = None,
     split_min_bytes: int = SPLIT_MIN_BYTES,
     piece_bytes: int = PIECE_BYTES,
 ) -> ConvertedPush:
-    """Parse and check a push body, ready to be written; raise PayloadError as ``parse_push`` does.
+    """Parse, check and convert a push in one call (``parse_body`` then ``ConvertedPush``).
 
-    Large bodies are parsed a slice at a time (``MeasurementSplitter``): first to check the whole
-    push (nothing is written for a push that turns out bad), then again while converting.
+    Without ``now`` no interval is too far in the future (for replaying stored pushes).
     """
-    if len(body) >= split_min_bytes:
-        splitter = MeasurementSplitter(body, piece_bytes)
-        try:
-            for _ in splitter.pieces():
-                pass
-            push = push_from_document(orjson.loads(splitter.envelope()))
-        except (Unsplittable, PayloadError, orjson.JSONDecodeError):
-            pass  # parsed whole below, which also gives the error message a bad body deserves
-        else:
-            return ConvertedPush(push, BatchResult(), pieces=splitter.replay())
-    push = parse_push(body)
-    result = BatchResult()
-    converted = ConvertedPush(push, result)
-    FastConverter(converted.builder).convert(push.raw_measurements, result)
-    return converted
+    parsed = parse_body(body, limits, split_min_bytes=split_min_bytes, piece_bytes=piece_bytes)
+    latest_end = _MAX_EPOCH if now is None else limits.latest_interval_end(now)
+    return ConvertedPush(parsed, limits, latest_end)

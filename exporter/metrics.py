@@ -3,15 +3,17 @@
 Under ``axis-exporter serve`` prometheus-client runs in multiprocess mode (PROMETHEUS_MULTIPROC_DIR is
 set before prometheus_client is first imported): every worker writes its values to files and each scrape
 aggregates them with a fresh MultiProcessCollector. Without that directory (tests, ``flask run``) the
-metrics live in the app's own registry.
+metrics live in the app's own registry. Per-sensor metrics come from the shared sensor registry
+(``sensors``), one series per serial, read at scrape time.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import platform
-import threading
+import sqlite3
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -25,8 +27,12 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import __version__
+from exporter.sensors import DATABASE_FILE, SensorPush, SensorRegistry
+
+log = logging.getLogger(__name__)
 
 PREFIX = "axis_exporter"
 
@@ -46,10 +52,7 @@ PUSH_RESULTS = (
 
 # From 1 ms to 60 s: a one-minute push takes milliseconds, a 90-day backfill tens of seconds.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-MAX_SEND_INTERVAL_SECONDS = 15 * 60
 BODY_BYTES_BUCKETS = tuple(float(1024 * 4**n) for n in range(10))  # 1 KiB .. 256 MiB
-# Beside prometheus-client's *.db files (which the collector globs), one empty file per tracked sensor.
-SENSOR_MARKERS_DIR = "tracked-sensors"
 
 
 def _package_version(name: str) -> str:
@@ -67,44 +70,60 @@ def client_multiprocess_dir() -> Path | None:
     return Path(directory) if directory else None
 
 
-class SensorCap:
-    """Admits at most ``limit`` distinct sensors; with ``shared_dir``, counted over all worker processes.
+class SensorCollector:
+    """Per-sensor metrics, one series per serial, from the shared sensor registry at scrape time.
 
-    Label values come from devices, so a flood of forged serials must not grow the series without bound.
-    Each worker remembers what it admitted; across workers (and across a recycled worker) the admitted
-    sensors are empty marker files in ``shared_dir``, so the cap holds for the aggregated scrape, not per
-    process. Concurrent first pushes of new sensors in several workers may overshoot by a few at most.
+    The name is not a label of these (a renamed sensor would leave a series behind under its old name);
+    ``axis_exporter_sensor_name_timestamp_seconds`` carries it, valued with the time of the last push
+    under that name, so ``topk by (serial) (1, ...)`` finds a sensor's current name.
     """
 
-    def __init__(self, limit: int, shared_dir: Path | None = None) -> None:
-        self.limit = limit
-        self._markers = shared_dir / SENSOR_MARKERS_DIR if shared_dir is not None else None
-        self._admitted: set[tuple[str, str]] = set()
-        self._full = False
-        self._lock = threading.Lock()
-        if self._markers is not None:
-            self._markers.mkdir(parents=True, exist_ok=True)
+    def __init__(self, sensors: SensorRegistry) -> None:
+        self.sensors = sensors
 
-    def admit(self, sensor: str, serial: str) -> bool:
-        """Whether per-sensor metrics may be recorded for this sensor."""
-        key = (sensor, serial)
-        with self._lock:
-            if key in self._admitted:
-                return True
-            if self._markers is None:
-                if len(self._admitted) >= self.limit:
-                    return False
-                self._admitted.add(key)
-                return True
-            marker = self._markers / hashlib.sha256(f"{sensor}\0{serial}".encode()).hexdigest()[:40]
-            if not marker.exists():
-                # Markers are never removed while the receiver runs: once full, always full.
-                if self._full or sum(1 for _ in os.scandir(self._markers)) >= self.limit:
-                    self._full = True
-                    return False
-                marker.touch()
-            self._admitted.add(key)
-            return True
+    def collect(self) -> Iterator[Metric]:
+        """The families, read from the registry now."""
+        last_push = GaugeMetricFamily(
+            f"{PREFIX}_sensor_last_push_timestamp_seconds",
+            "Unix time of the last accepted push from the sensor.",
+            labels=["serial"],
+        )
+        last_end = GaugeMetricFamily(
+            f"{PREFIX}_sensor_last_interval_end_timestamp_seconds",
+            "Unix time at which the newest counting interval received from the sensor ends (a re-send "
+            "of older intervals does not move it back).",
+            labels=["serial"],
+        )
+        interval = GaugeMetricFamily(
+            f"{PREFIX}_sensor_push_interval_seconds",
+            "Observed send interval of the sensor: the time its latest push covers, at most 900 s.",
+            labels=["serial"],
+        )
+        intervals = CounterMetricFamily(
+            f"{PREFIX}_sensor_intervals",
+            "Counting intervals (measurements) received from the sensor and stored.",
+            labels=["serial"],
+        )
+        name = GaugeMetricFamily(
+            f"{PREFIX}_sensor_name_timestamp_seconds",
+            "The sensor's name (label sensor), valued with the unix time of its last push under that name.",
+            labels=["serial", "sensor"],
+        )
+        states = self.sensors.sensors()
+        for state in states:
+            last_push.add_metric([state.serial], state.last_push)
+            name.add_metric([state.serial, state.name], state.last_push)
+            intervals.add_metric([state.serial], state.intervals_total)
+            if state.last_interval_end is not None:
+                last_end.add_metric([state.serial], state.last_interval_end)
+            if state.push_interval is not None:
+                interval.add_metric([state.serial], state.push_interval)
+        tracked = GaugeMetricFamily(
+            f"{PREFIX}_sensors",
+            "Sensors with per-sensor metrics (at most AXIS_EXPORTER_MAX_SENSORS).",
+            value=len(states),
+        )
+        yield from (last_push, last_end, interval, intervals, name, tracked)
 
 
 class Metrics:
@@ -119,7 +138,10 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self.max_sensors = max_sensors
-        self.sensor_cap = SensorCap(max_sensors, shared_dir or client_multiprocess_dir())
+        directory = shared_dir or client_multiprocess_dir()
+        self.sensors = SensorRegistry(directory / DATABASE_FILE if directory else None, max_sensors)
+        if registry is not None:
+            registry.register(SensorCollector(self.sensors))
         reg = registry
         self.pushes = Counter(
             f"{PREFIX}_pushes", "Pushes received, by how they were answered.", ["result"], registry=reg
@@ -155,34 +177,6 @@ class Metrics:
             buckets=BODY_BYTES_BUCKETS,
             registry=reg,
         )
-        sensor_labels = ["sensor", "serial"]
-        self.sensor_last_push = Gauge(
-            f"{PREFIX}_sensor_last_push_timestamp_seconds",
-            "Unix time of the last accepted push from the sensor.",
-            sensor_labels,
-            registry=reg,
-            multiprocess_mode="max",
-        )
-        self.sensor_last_interval_end = Gauge(
-            f"{PREFIX}_sensor_last_interval_end_timestamp_seconds",
-            "Unix time at which the newest counting interval received from the sensor ends.",
-            sensor_labels,
-            registry=reg,
-            multiprocess_mode="max",
-        )
-        self.sensor_push_interval = Gauge(
-            f"{PREFIX}_sensor_push_interval_seconds",
-            "Observed send interval of the sensor: the time its latest push covers, at most 900 s.",
-            sensor_labels,
-            registry=reg,
-            multiprocess_mode="mostrecent",
-        )
-        self.sensor_intervals = Counter(
-            f"{PREFIX}_sensor_intervals",
-            "Counting intervals (measurements) received from the sensor and stored.",
-            sensor_labels,
-            registry=reg,
-        )
         self.untracked_sensor_pushes = Counter(
             f"{PREFIX}_untracked_sensor_pushes",
             "Pushes from sensors beyond AXIS_EXPORTER_MAX_SENSORS, stored but without per-sensor metrics.",
@@ -211,23 +205,18 @@ class Metrics:
             __version__, platform.python_version(), _package_version("influxdb-client")
         ).set(1)
 
-    def record_sensor_push(
-        self, sensor: str, serial: str, pushed_at: float, intervals: int, span: tuple[int, int] | None
-    ) -> None:
-        """Per-sensor metrics of an accepted push; capped so forged serials cannot grow them unbounded."""
-        if not self.sensor_cap.admit(sensor, serial):
-            self.untracked_sensor_pushes.inc()
+    def record_sensor_push(self, push: SensorPush) -> None:
+        """Per-sensor state of a stored push; a new sensor beyond the cap is only counted.
+
+        The push is stored already: a registry that cannot be written costs its metrics, not its 200.
+        """
+        try:
+            admitted = self.sensors.record(push)
+        except sqlite3.Error as exc:
+            log.warning("per-sensor state of %s not recorded: %s", push.serial, exc)
             return
-        self.sensor_last_push.labels(sensor, serial).set(pushed_at)
-        if intervals:
-            self.sensor_intervals.labels(sensor, serial).inc(intervals)
-        if span is not None:
-            utc_from, utc_to = span
-            self.sensor_last_interval_end.labels(sensor, serial).set(utc_to)
-            if utc_to > utc_from:
-                # A re-send after an outage spans hours; devices send at most every 15 minutes.
-                interval = min(utc_to - utc_from, MAX_SEND_INTERVAL_SECONDS)
-                self.sensor_push_interval.labels(sensor, serial).set(interval)
+        if not admitted:
+            self.untracked_sensor_pushes.inc()
 
 
 def exposition(metrics: Metrics, multiprocess_dir: Path | None) -> tuple[bytes, str]:
@@ -241,6 +230,7 @@ def exposition(metrics: Metrics, multiprocess_dir: Path | None) -> tuple[bytes, 
             )
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
+        registry.register(SensorCollector(metrics.sensors))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     assert metrics.registry is not None, "single-process metrics need a registry"
     return generate_latest(metrics.registry), CONTENT_TYPE_LATEST

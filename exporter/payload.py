@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
+
+from exporter.config import PushLimits
 
 EXPECTED_API_NAME = "Axis Retail Data"
 EXPECTED_API_VERSION = "0.4"
@@ -23,6 +27,28 @@ PROTOCOL_FIX = (
 # Largest value InfluxDB stores: int64 fields, and nanosecond timestamps before 2262.
 _MAX_INT64 = 2**63 - 1
 _MAX_EPOCH_SECONDS = _MAX_INT64 // 1_000_000_000
+
+# What protocol V0_4 defines (Axis' integration guide): items count people "in or out", and pushes carry
+# measurements of one kind. Anything else is not from a camera, and would make series of its own.
+DIRECTIONS = ("in", "out")
+KINDS = ("people-counts",)
+MAX_ITEMS = len(DIRECTIONS)
+ITEM_ATTRIBUTES = ("direction", "count", "adults")  # others are ignored, never stored
+# Device strings: a name as set under Setup > Counter, the rest as the firmware writes them.
+MAX_NAME_LENGTH = 64
+MAX_TEXT_LENGTH = 64
+_TIME_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{0,63}")
+# Unicode categories no device name needs: controls, format characters (bidi overrides, zero-width),
+# surrogates, private use, unassigned, line and paragraph separators.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# A rejected measurement is kept as it came, within bounds: deeper than this (JSON encoders stop at 254
+# levels), longer lists and strings than these are cut, with a note saying so.
+MAX_KEPT_DEPTH = 16
+MAX_KEPT_ENTRIES = 64
+MAX_KEPT_STRING = 1024
+
+
+DEFAULT_LIMITS = PushLimits()
 
 
 class PayloadError(ValueError):
@@ -47,12 +73,11 @@ class SensorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One direction of one measurement: ``count``, ``adults`` (3D counter) and other numeric values."""
+    """One direction of one measurement: ``count`` and, from the 3D counter, ``adults``."""
 
     direction: str
     count: int
     adults: int | None
-    extra: tuple[tuple[str, float], ...]
 
 
 class Measurement(NamedTuple):
@@ -71,7 +96,7 @@ class Rejected(NamedTuple):
     raw: object
 
 
-_EMPTY_ITEMS = (Item("in", 0, None, ()), Item("out", 0, None, ()))
+_EMPTY_ITEMS = (Item("in", 0, None), Item("out", 0, None))
 
 
 @dataclass(frozen=True)
@@ -95,16 +120,16 @@ class Push:
 def parse_utc(value: object) -> int:
     """Parse an ISO 8601 time as sent in ``utcFrom``/``utcSent`` into unix seconds (naive means UTC)."""
     if not isinstance(value, str):
-        raise MeasurementError(f"time {value!r} is not a string")
+        raise MeasurementError(f"time {shown(value)} is not a string")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise MeasurementError(f"time {value!r} is not an ISO 8601 date and time") from None
+        raise MeasurementError(f"time {shown(value)} is not an ISO 8601 date and time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     seconds = math.floor(parsed.timestamp())
     if not 0 <= seconds <= _MAX_EPOCH_SECONDS:
-        raise MeasurementError(f"time {value!r} is outside the range InfluxDB stores (1970-2262)")
+        raise MeasurementError(f"time {shown(value)} is outside the range InfluxDB stores (1970-2262)")
     return seconds
 
 
@@ -119,7 +144,33 @@ def _text(obj: dict[str, Any], *keys: str) -> str:
     return ""
 
 
-def _parse_sensor(doc: dict[str, Any]) -> tuple[SensorInfo, list[str]]:
+def _device_text(sensor: dict[str, Any], field: str, *keys: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    """A device string that keeps to the rules for device strings, or PayloadError naming the rule."""
+    text = _text(sensor, *(keys or (field,)))
+    if len(text) > limit:
+        raise PayloadError(f"sensor.{field} has {len(text)} characters; at most {limit} are accepted")
+    for character in text:
+        if unicodedata.category(character) in _FORBIDDEN_CATEGORIES:
+            raise PayloadError(
+                f"sensor.{field} holds the control or format character U+{ord(character):04X}: "
+                "device strings are printable text"
+            )
+    return text
+
+
+def normalize_serial(serial: str, pattern: re.Pattern[str]) -> str:
+    """The serial as stored (upper case), or PayloadError if ``pattern`` refuses it."""
+    normalized = serial.upper()
+    if not normalized.isascii() or not pattern.fullmatch(normalized):
+        shown = serial if len(serial) <= 40 else serial[:40] + "..."
+        raise PayloadError(
+            f"sensor.serial {shown!r} is not an Axis serial (12 hexadecimal digits, the device's MAC "
+            f"address; pattern {pattern.pattern}); to accept other serials set AXIS_EXPORTER_SERIAL_PATTERN"
+        )
+    return normalized
+
+
+def _parse_sensor(doc: dict[str, Any], limits: PushLimits) -> tuple[SensorInfo, list[str]]:
     sensor = doc.get("sensor")
     if not isinstance(sensor, dict):
         raise PayloadError(
@@ -128,19 +179,29 @@ def _parse_sensor(doc: dict[str, Any]) -> tuple[SensorInfo, list[str]]:
     serial = _text(sensor, "serial")
     if not serial:
         raise PayloadError("sensor.serial is missing or empty: the device's serial number identifies it")
-    name = _text(sensor, "name")
+    serial = normalize_serial(serial, limits.serial_pattern)
+    name = _device_text(sensor, "name", limit=MAX_NAME_LENGTH)
     warnings = []
     if not name:
         # The guide asks for a device name (Setup > Counter); fall back so the data is still usable.
         warnings.append("sensor.name is empty: using the serial as name; set a name under Setup > Counter")
         name = serial
+    timezone = _device_text(sensor, "timeZone", "timeZone", "timezone")
+    if timezone and not _TIME_ZONE.fullmatch(timezone):
+        raise PayloadError(f"sensor.timeZone {timezone!r} is not a time zone name such as Europe/Stockholm")
+    ip_address = _device_text(sensor, "ipAddress")
+    if ip_address:
+        try:
+            ipaddress.ip_address(ip_address)
+        except ValueError:
+            raise PayloadError(f"sensor.ipAddress {ip_address!r} is not an IP address") from None
     info = SensorInfo(
         name=name,
         serial=serial,
-        application=_text(sensor, "application"),
-        application_version=_text(sensor, "applicationVersion"),
-        timezone=_text(sensor, "timeZone", "timezone"),
-        ip_address=_text(sensor, "ipAddress"),
+        application=_device_text(sensor, "application"),
+        application_version=_device_text(sensor, "applicationVersion"),
+        timezone=timezone,
+        ip_address=ip_address,
     )
     return info, warnings
 
@@ -161,7 +222,7 @@ def _collect_measurements(data: object) -> list[Any]:
     return measurements
 
 
-def parse_push(body: bytes | bytearray) -> Push:
+def parse_push(body: bytes | bytearray, limits: PushLimits = DEFAULT_LIMITS) -> Push:
     """Parse and check the envelope of a push; measurements are checked later by ``iter_measurements``."""
     if not body or body.isspace():
         raise PayloadError("the body is empty: expected the JSON of an Axis Generic Data Push")
@@ -171,14 +232,25 @@ def parse_push(body: bytes | bytearray) -> Push:
         if "depth" in str(exc) or "recursion" in str(exc):
             raise PayloadError("the JSON nests too deeply to be an Axis push") from None
         raise PayloadError(f"the body is not valid JSON ({exc})") from None
-    return push_from_document(doc)
+    push = push_from_document(doc, limits)
+    check_measurement_count(len(push.raw_measurements), limits)
+    return push
 
 
-def push_from_document(doc: object) -> Push:
+def check_measurement_count(count: int, limits: PushLimits) -> None:
+    """PayloadError when a push holds more measurements than any device keeps."""
+    if count > limits.max_measurements:
+        raise PayloadError(
+            f"the push holds {count} measurements; at most {limits.max_measurements} are accepted (a "
+            "device keeps 90 days: 129,600 one-minute intervals)"
+        )
+
+
+def push_from_document(doc: object, limits: PushLimits = DEFAULT_LIMITS) -> Push:
     """Check the envelope of a parsed push (see ``parse_push``)."""
     if not isinstance(doc, dict):
         raise PayloadError(f"the body is JSON {type(doc).__name__}, expected an object (a push)")
-    sensor, warnings = _parse_sensor(doc)
+    sensor, warnings = _parse_sensor(doc, limits)
     api_name, api_version = doc.get("apiName"), doc.get("apiVersion")
     if (api_name, api_version) != (EXPECTED_API_NAME, EXPECTED_API_VERSION):
         warnings.append(
@@ -203,68 +275,109 @@ def push_from_document(doc: object) -> Push:
     )
 
 
-def _count(item: dict[str, Any], key: str) -> int:
+def _count(item: dict[str, Any], key: str, limits: PushLimits) -> int:
     value = item[key]
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise MeasurementError(f"{key} {value!r} is not a whole number")
-    if not 0 <= value <= _MAX_INT64:
-        raise MeasurementError(f"{key} {value} is negative or too large")
+        raise MeasurementError(f"{key} {shown(value)} is not a whole number")
+    if value < 0:
+        raise MeasurementError(f"{key} {value} is negative")
+    if value > limits.max_count:
+        raise MeasurementError(
+            f"{key} {value} is more than one door counts in an interval (AXIS_EXPORTER_MAX_COUNT "
+            f"{limits.max_count})"
+        )
     return value
 
 
-def _item(raw: object) -> Item:
+def _item(raw: object, limits: PushLimits) -> Item:
     if not isinstance(raw, dict):
-        raise MeasurementError(f"item {raw!r} is not an object")
+        raise MeasurementError(f"item {shown(raw)} is not an object")
     direction = raw.get("direction")
-    if not isinstance(direction, str) or not direction.strip():
-        raise MeasurementError(f"item direction {direction!r} is not a non-empty string")
+    if direction not in DIRECTIONS:
+        raise MeasurementError(f"item direction {shown(direction)} is not one V0_4 defines (in, out)")
     if "count" not in raw:
         raise MeasurementError(f"item for direction {direction!r} has no count")
-    count = _count(raw, "count")
-    adults = _count(raw, "adults") if raw.get("adults") is not None else None
-    extra = tuple(
-        (key, float(value))
-        for key, value in raw.items()
-        if key not in ("direction", "count", "adults")
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-    return Item(direction.strip(), count, adults, extra)
+    count = _count(raw, "count", limits)
+    adults = _count(raw, "adults", limits) if raw.get("adults") is not None else None
+    return Item(direction, count, adults)
 
 
-def validate_measurement(raw: object) -> Measurement:
-    """Check one raw measurement; raise MeasurementError saying what is wrong."""
+def validate_measurement(raw: object, limits: PushLimits, latest_end: int) -> Measurement:
+    """Check one raw measurement; raise MeasurementError saying what is wrong.
+
+    ``latest_end`` is the latest ``utcTo`` accepted now (``PushLimits.latest_interval_end``).
+    """
     if not isinstance(raw, dict):
         raise MeasurementError(f"measurement is a JSON {type(raw).__name__}, expected an object")
     if "utcFrom" not in raw:
         raise MeasurementError("measurement has no utcFrom")
     utc_from = parse_utc(raw["utcFrom"])
     utc_to = parse_utc(raw["utcTo"]) if raw.get("utcTo") is not None else utc_from
+    if utc_to < utc_from:
+        raise MeasurementError("utcTo is before utcFrom")
+    if utc_to > latest_end:
+        raise MeasurementError(
+            f"the interval ends {utc_to - latest_end + limits.max_future_skew_seconds} s after this "
+            f"receiver's clock; at most AXIS_EXPORTER_MAX_FUTURE_SKEW {limits.max_future_skew_seconds} s "
+            "is accepted (check the camera's time settings)"
+        )
     kind = raw.get("kind")
-    if not isinstance(kind, str) or not kind.strip():
-        raise MeasurementError(f"measurement kind {kind!r} is not a non-empty string")
+    if kind not in KINDS:
+        raise MeasurementError(f"measurement kind {shown(kind)} is not one V0_4 defines (people-counts)")
     raw_items = raw.get("items")
     if raw_items is None or raw_items == []:
         # No items means no traffic: store explicit zeros so it is not mistaken for missing data.
-        return Measurement(utc_from, utc_to, kind.strip(), _EMPTY_ITEMS)
+        return Measurement(utc_from, utc_to, kind, _EMPTY_ITEMS)
     if not isinstance(raw_items, list):
         raise MeasurementError(f"items is a JSON {type(raw_items).__name__}, expected an array or null")
-    items = tuple(_item(raw_item) for raw_item in raw_items)
+    if len(raw_items) > MAX_ITEMS:
+        raise MeasurementError(f"{len(raw_items)} items; V0_4 has at most one per direction (in, out)")
+    items = tuple(_item(raw_item, limits) for raw_item in raw_items)
     if len({item.direction for item in items}) != len(items):
         raise MeasurementError("a direction appears more than once in items")
-    return Measurement(utc_from, utc_to, kind.strip(), items)
+    return Measurement(utc_from, utc_to, kind, items)
 
 
-def iter_measurements(push: Push) -> Iterator[Measurement | Rejected]:
+def iter_measurements(
+    push: Push, limits: PushLimits = DEFAULT_LIMITS, latest_end: int = _MAX_EPOCH_SECONDS
+) -> Iterator[Measurement | Rejected]:
     """Validate the push's measurements one by one, in order, without stopping at a bad one."""
     for raw in push.raw_measurements:
         try:
-            yield validate_measurement(raw)
+            yield validate_measurement(raw, limits, latest_end)
         except MeasurementError as exc:
-            yield Rejected(str(exc), raw)
+            yield Rejected(str(exc), bounded(raw))
+
+
+def shown(value: object) -> str:
+    """A client's value as a rejection reason shows it: its repr, at most 40 characters of it."""
+    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def bounded(value: object, depth: int = MAX_KEPT_DEPTH) -> object:
+    """``value`` cut to bounded depth, entries and string length, with notes where it was cut: what a
+    rejected measurement is kept as, whatever a client sent."""
+    if depth <= 0:
+        return "<nested too deeply>"
+    if isinstance(value, str) and len(value) > MAX_KEPT_STRING:
+        return f"{value[:MAX_KEPT_STRING]}<{len(value)} characters in all>"
+    if isinstance(value, dict):
+        kept = {
+            str(key)[:MAX_TEXT_LENGTH]: bounded(item, depth - 1)
+            for key, item in list(value.items())[:MAX_KEPT_ENTRIES]
+        }
+        if len(value) > MAX_KEPT_ENTRIES:
+            kept["<cut>"] = f"{len(value) - MAX_KEPT_ENTRIES} more entries"
+        return kept
+    if isinstance(value, list):
+        items = [bounded(item, depth - 1) for item in value[:MAX_KEPT_ENTRIES]]
+        if len(value) > MAX_KEPT_ENTRIES:
+            items.append(f"<{len(value) - MAX_KEPT_ENTRIES} more entries>")
+        return items
+    return value
 
 
 class Unsplittable(Exception):

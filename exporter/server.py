@@ -6,7 +6,6 @@ import errno
 import functools
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -20,8 +19,8 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
 from exporter.config import Config
-from exporter.metrics import SENSOR_MARKERS_DIR
 from exporter.readdeadline import ReadDeadlineWatchdog
+from exporter.sensors import DATABASE_FILE
 
 log = logging.getLogger("exporter")
 
@@ -47,12 +46,12 @@ class ServerOptions:
 def reset_multiprocess_dir(directory: Path) -> None:
     """Remove the metric files of a previous run (before any worker forks), so counters restart at zero.
 
-    Only what prometheus-client and the sensor cap put there is removed: the directory may be shared.
+    Only what prometheus-client and the sensor registry put there is removed: the directory may be
+    shared.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    for path in directory.glob("*.db"):
+    for path in [*directory.glob("*.db"), *directory.glob(f"{DATABASE_FILE}*")]:
         path.unlink()
-    shutil.rmtree(directory / SENSOR_MARKERS_DIR, ignore_errors=True)
 
 
 def _child_exit(multiprocess_dir: Path | None, server: Any, worker: Any) -> None:

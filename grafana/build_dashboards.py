@@ -51,10 +51,19 @@ QUIET_MIN_SECONDS = 300
 QUIET_UNKNOWN_INTERVAL_SECONDS = 3 * 15 * 60
 
 
+# A sensor is its serial; its name comes from a series of its own whose value is the time of the last push
+# under that name, so that topk picks the current one after a rename (prometheus/alerts.yml does the same).
+def with_names(expr: str, selector: str) -> str:
+    """PromQL: ``expr`` (one series per serial) with each sensor's current name as label ``sensor``."""
+    names = f"axis_exporter_sensor_name_timestamp_seconds{{{selector}}}"
+    current = f"0 * topk by (serial) (1, last_over_time({names}[{QUIET_LOOKBACK}])) + 1"
+    return f"({expr}) * on (serial) group_left (sensor) ({current})"
+
+
 def seconds_since_last_push(selector: str) -> str:
-    """PromQL: seconds since each sensor's last accepted push."""
+    """PromQL: seconds since each sensor's last accepted push, by serial and name."""
     last_push = f"axis_exporter_sensor_last_push_timestamp_seconds{{{selector}}}"
-    return f"time() - max by (sensor, serial) (max_over_time({last_push}[{QUIET_LOOKBACK}]))"
+    return with_names(f"time() - max by (serial) (max_over_time({last_push}[{QUIET_LOOKBACK}]))", selector)
 
 
 def quiet_threshold(selector: str) -> str:
@@ -62,15 +71,13 @@ def quiet_threshold(selector: str) -> str:
     interval = f"axis_exporter_sensor_push_interval_seconds{{{selector}}}"
     last_push = f"axis_exporter_sensor_last_push_timestamp_seconds{{{selector}}}"
     observed = (
-        f"max by (sensor, serial) (clamp_min({QUIET_FACTOR} * last_over_time({interval}[{QUIET_LOOKBACK}]), "
+        f"max by (serial) (clamp_min({QUIET_FACTOR} * last_over_time({interval}[{QUIET_LOOKBACK}]), "
         f"{QUIET_MIN_SECONDS}))"
     )
     # A sensor without an observed interval yet gets the threshold of the longest one.
-    fallback = (
-        f"max by (sensor, serial) (0 * max_over_time({last_push}[{QUIET_LOOKBACK}]) "
-        f"+ {QUIET_UNKNOWN_INTERVAL_SECONDS})"
-    )
-    return f"{observed} or {fallback}"
+    unknown = QUIET_UNKNOWN_INTERVAL_SECONDS
+    fallback = f"max by (serial) (0 * max_over_time({last_push}[{QUIET_LOOKBACK}]) + {unknown})"
+    return with_names(f"{observed} or {fallback}", selector)
 
 
 # --- InfluxQL building blocks ---------------------------------------------------------------------
@@ -754,8 +761,8 @@ def receiver_health() -> dict[str, Any]:
         [
             prom_target(
                 "A",
-                f"({seconds_since_last_push(SELECTOR)}) / on (sensor, serial) ({quiet_threshold(SELECTOR)})",
-                "{{sensor}}",
+                f"({seconds_since_last_push(SELECTOR)}) / on (serial) ({quiet_threshold(SELECTOR)})",
+                "{{sensor}} ({{serial}})",
             )
         ],
         unit="percentunit",
@@ -777,8 +784,11 @@ def receiver_health() -> dict[str, Any]:
             prom_target("B", quiet_threshold(SELECTOR), instant=True, table=True),
             prom_target(
                 "C",
-                "max by (sensor, serial) (last_over_time("
-                f"axis_exporter_sensor_push_interval_seconds{{{SELECTOR}}}[{QUIET_LOOKBACK}]))",
+                with_names(
+                    "max by (serial) (last_over_time("
+                    f"axis_exporter_sensor_push_interval_seconds{{{SELECTOR}}}[{QUIET_LOOKBACK}]))",
+                    SELECTOR,
+                ),
                 instant=True,
                 table=True,
             ),

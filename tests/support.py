@@ -33,9 +33,13 @@ def make_config(influx: LocalInflux, bucket: str, tmp_path: Path, **overrides: A
 CHUNK = 7  # small, so that chunk boundaries fall everywhere
 
 
-def converted_lines(body: bytes, *, split: bool, received_at: int = 0) -> tuple[list[str], list[str]]:
+def converted_lines(
+    body: bytes, *, split: bool, received_at: int = 0, now: float | None = None
+) -> tuple[list[str], list[str]]:
     """Lines (sensor_push last) and rejection reasons from the receiver's converter."""
-    converted = convert_push(bytearray(body), CHUNK, split_min_bytes=0 if split else 1 << 62, piece_bytes=300)
+    converted = convert_push(
+        bytearray(body), now=now, split_min_bytes=0 if split else 1 << 62, piece_bytes=300
+    )
     lines: list[str] = []
     for chunk in converted.chunks(received_at, CHUNK):
         assert len(chunk.text.split("\n") if chunk.text else []) == chunk.line_count, "counted right"

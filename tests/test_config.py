@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,38 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     with pytest.raises(ConfigError) as excinfo:
         load_config(env)
     assert str(excinfo.value).startswith(variable), f"error {excinfo.value!s} should start with {variable}"
+
+
+@pytest.mark.parametrize(
+    ("tokens", "reason"),
+    [
+        ("cam1:ACCC8E000001\ncam1:ACCC8E000002", "entry 2: the same token appears twice"),
+        ("cam1:", "':' but no serial after it"),
+        ("cam1 # the entrance", "a token with a space in it"),
+        ("change-me-camera-token", "still a placeholder token"),
+        ("cam1:SERIAL1", "'SERIAL1' is not a serial"),
+    ],
+)
+def test_token_lists_that_mean_something_else_than_they_seem_are_refused(tokens: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)) as excinfo:
+        load_config({"AXIS_EXPORTER_TOKENS": tokens})
+    assert str(excinfo.value).startswith("AXIS_EXPORTER_TOKENS, entry ")
+
+
+def test_push_limits_come_from_the_environment() -> None:
+    limits = load_config(
+        {
+            "AXIS_EXPORTER_MAX_COUNT": "500",
+            "AXIS_EXPORTER_MAX_FUTURE_SKEW": "60",
+            "AXIS_EXPORTER_SERIAL_PATTERN": "[0-9A-Z]{4,16}",
+        }
+    ).limits
+    assert (limits.max_count, limits.max_future_skew_seconds, limits.serial_pattern.pattern) == (
+        500,
+        60,
+        "[0-9A-Z]{4,16}",
+    )
+    assert load_config({"AXIS_EXPORTER_TOKENS": "t:cam42", "AXIS_EXPORTER_SERIAL_PATTERN": "[0-9A-Z]{4,16}"})
+    for pattern, reason in (("[", "is not a regular expression"), (".*", "accepts an empty serial")):
+        with pytest.raises(ConfigError, match=reason):
+            load_config({"AXIS_EXPORTER_SERIAL_PATTERN": pattern})

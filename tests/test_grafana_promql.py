@@ -195,7 +195,10 @@ def test_sensor_panels_see_the_pushing_sensor_and_it_is_not_quiet(
     by_where = {e.where: e for e in EXPRESSIONS}
     since = by_where["rules.yaml: Sensor stopped pushing SINCE"].substituted()
     threshold = by_where["rules.yaml: Sensor stopped pushing THRESHOLD"].substituted()
-    ages = {row["metric"]["serial"]: float(row["value"][1]) for row in prometheus.query(since)}
+    rows = prometheus.query(since)
+    ages = {row["metric"]["serial"]: float(row["value"][1]) for row in rows}
+    names = {row["metric"]["serial"]: row["metric"]["sensor"] for row in rows}
+    assert names == {"ACCC8EF3D92E": "axis-accc8ef3d92e", NEW_SERIAL: "new-door"}, "each serial with its name"
     limits = {row["metric"]["serial"]: float(row["value"][1]) for row in prometheus.query(threshold)}
     assert set(ages) == set(limits) == {"ACCC8EF3D92E", NEW_SERIAL}
     assert all(0 <= age < 120 for age in ages.values()), ages

@@ -17,11 +17,10 @@ from exporter.metrics import (
     BODY_BYTES_BUCKETS,
     DURATION_BUCKETS,
     PUSH_RESULTS,
-    SENSOR_MARKERS_DIR,
     Metrics,
-    SensorCap,
     exposition,
 )
+from exporter.sensors import DATABASE_FILE, SensorPush, SensorRegistry
 from exporter.server import reset_multiprocess_dir
 from tests.conftest import admin_app_for
 from tests.support import payload
@@ -39,6 +38,8 @@ CONTRACT = {
     "axis_exporter_sensor_last_interval_end_timestamp_seconds": "gauge",
     "axis_exporter_sensor_push_interval_seconds": "gauge",
     "axis_exporter_sensor_intervals": "counter",
+    "axis_exporter_sensor_name_timestamp_seconds": "gauge",
+    "axis_exporter_sensors": "gauge",
     "axis_exporter_untracked_sensor_pushes": "counter",
     "axis_exporter_unrouted_alert_notifications": "counter",
     "axis_exporter_influxdb_up": "gauge",
@@ -97,54 +98,89 @@ def test_buckets_cover_a_millisecond_to_a_minute_and_the_largest_body() -> None:
     assert _value(metrics, "axis_exporter_push_duration_seconds_bucket", le="60.0") == 2
 
 
+def sensor_push(
+    serial: str, pushed_at: float, intervals: int, span: tuple[int, int] | None, name: str = "hall"
+) -> SensorPush:
+    """A stored push of sensor ``serial`` as the app records it."""
+    return SensorPush(
+        serial, name, "AXIS 3D People Counter", "10.5", "Europe/Stockholm", "", "", pushed_at, intervals, span
+    )
+
+
 def test_sensor_metrics_keep_the_newest_times_and_the_observed_interval() -> None:
     metrics = _metrics()
-    metrics.record_sensor_push("hall", "ACCC1", 1_700_000_100.0, 1, (1_700_000_000, 1_700_000_060))
-    labels = {"sensor": "hall", "serial": "ACCC1"}
+    serial = "ACCC8E000001"
+    metrics.record_sensor_push(sensor_push(serial, 1_700_000_100.0, 1, (1_700_000_000, 1_700_000_060)))
+    labels = {"serial": serial}
     assert _value(metrics, "axis_exporter_sensor_push_interval_seconds", **labels) == 60
     assert (
         _value(metrics, "axis_exporter_sensor_last_interval_end_timestamp_seconds", **labels) == 1_700_000_060
     )
     # A re-send after an outage covers hours: the interval is capped at the longest send interval (15 min).
-    metrics.record_sensor_push("hall", "ACCC1", 1_700_000_200.0, 240, (1_699_980_000, 1_700_000_060))
+    metrics.record_sensor_push(
+        sensor_push("ACCC8E000001", 1_700_000_200.0, 240, (1_699_980_000, 1_700_000_060))
+    )
     assert _value(metrics, "axis_exporter_sensor_push_interval_seconds", **labels) == 900
     assert _value(metrics, "axis_exporter_sensor_intervals_total", **labels) == 241
     assert _value(metrics, "axis_exporter_sensor_last_push_timestamp_seconds", **labels) == 1_700_000_200
     # A test connection (no intervals) updates only the last push time.
-    metrics.record_sensor_push("hall", "ACCC1", 1_700_000_300.0, 0, None)
+    metrics.record_sensor_push(sensor_push(serial, 1_700_000_300.0, 0, None))
     assert _value(metrics, "axis_exporter_sensor_last_push_timestamp_seconds", **labels) == 1_700_000_300
     assert _value(metrics, "axis_exporter_sensor_push_interval_seconds", **labels) == 900
+    # A re-send of older intervals, stored later, moves neither time back.
+    metrics.record_sensor_push(
+        sensor_push("ACCC8E000001", 1_700_000_250.0, 5, (1_699_000_000, 1_699_000_300))
+    )
+    assert _value(metrics, "axis_exporter_sensor_last_push_timestamp_seconds", **labels) == 1_700_000_300
+    assert (
+        _value(metrics, "axis_exporter_sensor_last_interval_end_timestamp_seconds", **labels) == 1_700_000_060
+    )
 
 
-def test_sensor_cap_stops_new_label_values_but_counts_their_pushes() -> None:
+def test_a_sensor_is_its_serial_and_a_new_name_replaces_the_old_one() -> None:
+    metrics = _metrics()
+    metrics.record_sensor_push(sensor_push("ACCC8E000001", 1_000.0, 1, None, name="lobby"))
+    metrics.record_sensor_push(sensor_push("ACCC8E000001", 2_000.0, 1, None, name="entrance"))
+    text = exposition(metrics, None)[0].decode()
+    assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == 1
+    assert (
+        'axis_exporter_sensor_name_timestamp_seconds{sensor="entrance",serial="ACCC8E000001"} 2000.0' in text
+    )
+    assert "lobby" not in text, "the old name leaves no series behind"
+
+
+def test_sensor_cap_stops_new_serials_but_counts_their_pushes_whatever_their_names() -> None:
     metrics = _metrics(max_sensors=2)
-    for serial in ("A1", "A2", "FORGED1", "FORGED2", "A1"):
-        metrics.record_sensor_push(f"s-{serial}", serial, 1.0e9, 1, None)
-    assert metrics.registry is not None
+    for serial in ("ACCC8E000001", "ACCC8E000002", "ACCC8E0000F1", "ACCC8E0000F2", "ACCC8E000001"):
+        metrics.record_sensor_push(sensor_push(serial, 1.0e9, 1, None, name=f"s-{serial}"))
+    for index in range(50):  # a known serial under ever new names is still one sensor
+        metrics.record_sensor_push(sensor_push("ACCC8E000002", 1.0e9, 0, None, name=f"fake-{index}"))
     text = exposition(metrics, None)[0].decode()
     assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == 2
-    assert "FORGED" not in text
+    assert "ACCC8E0000F" not in text
     assert _value(metrics, "axis_exporter_untracked_sensor_pushes_total") == 2
-    assert _value(metrics, "axis_exporter_sensor_intervals_total", sensor="s-A1", serial="A1") == 2
+    assert _value(metrics, "axis_exporter_sensor_intervals_total", serial="ACCC8E000001") == 2
+    assert _value(metrics, "axis_exporter_sensors") == 2
 
 
-def test_sensor_cap_holds_across_workers_and_a_recycled_worker(tmp_path: Path) -> None:
-    worker_a, worker_b = SensorCap(2, tmp_path), SensorCap(2, tmp_path)
-    assert worker_a.admit("hall", "S1")
-    assert worker_b.admit("door", "S2")
-    assert not worker_a.admit("forged", "X1"), "the cap counts sensors admitted by other workers"
-    assert not worker_b.admit("forged", "X2")
-    assert worker_b.admit("hall", "S1"), "a sensor admitted by another worker stays admitted"
-    recycled = SensorCap(2, tmp_path)
-    assert recycled.admit("door", "S2")
-    assert not recycled.admit("forged", "X3")
-    assert len(list((tmp_path / SENSOR_MARKERS_DIR).iterdir())) == 2
+def test_sensor_registry_is_shared_by_processes_and_holds_its_cap(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_FILE
+    worker_a, worker_b = SensorRegistry(path, 2), SensorRegistry(path, 2)
+    assert worker_a.record(sensor_push("ACCC8E000001", 1.0, 1, None))
+    assert worker_b.record(sensor_push("ACCC8E000002", 2.0, 1, None))
+    assert not worker_a.record(sensor_push("ACCC8E0000F1", 3.0, 1, None)), "counts what other workers added"
+    assert worker_b.record(sensor_push("ACCC8E000001", 4.0, 1, None)), "a known serial stays admitted"
+    recycled = SensorRegistry(path, 2)
+    assert [state.serial for state in recycled.sensors()] == ["ACCC8E000001", "ACCC8E000002"]
+    assert recycled.sensors()[0].intervals_total == 2
 
 
 def test_reset_removes_only_the_metric_files(tmp_path: Path) -> None:
     (tmp_path / "counter_123.db").write_bytes(b"x")
     (tmp_path / "gauge_livemostrecent_123.db").write_bytes(b"x")
-    SensorCap(5, tmp_path).admit("hall", "S1")
+    registry = SensorRegistry(tmp_path / DATABASE_FILE, 5)
+    registry.record(sensor_push("ACCC8E000001", 1.0, 1, None))
+    registry.close()
     (tmp_path / "not-ours.txt").write_text("keep")
     reset_multiprocess_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-ours.txt"]
@@ -207,7 +243,7 @@ def test_sensor_cap_in_the_app(influx: LocalInflux, config: Config, limit: int) 
     client = app.test_client()
     for index in range(4):
         document = payload("test-connection")
-        document["sensor"]["serial"] = f"ACCC0000000{index}"
+        document["sensor"]["serial"] = f"ACCC8E00000{index}"
         assert client.post("/push", json=document).status_code == 200
     text = admin_app_for(app, config).test_client().get("/metrics").get_data(as_text=True)
     assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == limit

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+
 import orjson
 import pytest
 
-from exporter.payload import PayloadError, Rejected, iter_measurements, parse_push
+from exporter.config import PushLimits
+from exporter.lineprotocol import convert_push, parse_body
+from exporter.payload import PayloadError, Rejected, bounded, iter_measurements, parse_push
 from tests.support import PAYLOADS, converted_lines, reference_lines
 
 VALID_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected.lp").exists())
@@ -47,7 +52,7 @@ def test_bad_push_is_refused_with_a_clear_reason(case: str) -> None:
 
 
 def test_absurdly_deep_nesting_is_a_payload_error() -> None:
-    body = b'{"sensor": {"serial": "X"}, "data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    body = b'{"sensor": {"serial": "ACCC8E000001"}, "data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     with pytest.raises(PayloadError, match="nests too deeply"):
         parse_push(body)
 
@@ -72,16 +77,133 @@ def test_missing_name_falls_back_to_serial() -> None:
         ([{"direction": "in", "count": True}], "not a whole number"),
         ([{"direction": "in"}], "has no count"),
         ([{"count": 1}], "direction"),
-        ([{"direction": "in", "count": 2**63}], "too large"),
+        ([{"direction": "in", "count": 2**63}], "AXIS_EXPORTER_MAX_COUNT"),
+        ([{"direction": "in", "count": 10_001}], "AXIS_EXPORTER_MAX_COUNT 10000"),
         ([{"direction": "in", "count": 1, "adults": -1}], "adults -1"),
+        ([{"direction": "north", "count": 1}], "not one V0_4 defines (in, out)"),
+        ([{"direction": "In", "count": 1}], "not one V0_4 defines"),
+        ([{"direction": d, "count": 1} for d in ("in", "out", "x")], "3 items; V0_4 has at most one"),
+        ([{"direction": "in", "count": 1}] * 40_000, "40000 items"),
         ("many", "expected an array"),
     ],
 )
 def test_invalid_items_reject_the_measurement(items: object, reason: str) -> None:
-    body = (
-        b'{"sensor": {"serial": "S"}, "data": {"measurements": [{"kind": "people-counts", '
-        b'"utcFrom": "2021-04-13T09:19:00Z", "items": ' + orjson.dumps(items) + b"}]}}"
-    )
-    (result,) = list(iter_measurements(parse_push(body)))
+    (result,) = list(iter_measurements(parse_push(push_with({"items": items}))))
     assert isinstance(result, Rejected), f"items {items!r} should be rejected"
     assert reason in result.reason
+
+
+SERIAL = "ACCC8E000001"
+
+
+def push_with(measurement: dict[str, object], sensor: dict[str, object] | None = None) -> bytes:
+    """A push of one measurement (kind, utcFrom and items defaulted) from a valid sensor."""
+    full = {"kind": "people-counts", "utcFrom": "2021-04-13T09:19:00Z", "items": [], **measurement}
+    document = {
+        "sensor": {"serial": SERIAL, "name": "hall", **(sensor or {})},
+        "data": {"measurements": [full]},
+    }
+    return orjson.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("measurement", "reason"),
+    [
+        ({"kind": "people-count"}, "kind 'people-count' is not one V0_4 defines"),
+        ({"kind": "x" * 10_000}, "kind 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... is not one"),
+        ({"utcFrom": "2021-04-13T09:20:00Z", "utcTo": "2021-04-13T09:19:00Z"}, "utcTo is before utcFrom"),
+        (
+            {"utcFrom": "2262-04-01T00:00:00Z", "utcTo": "2262-04-01T00:01:00Z"},
+            "AXIS_EXPORTER_MAX_FUTURE_SKEW",
+        ),
+    ],
+)
+def test_measurements_outside_the_protocol_or_in_the_future_are_rejected(
+    measurement: dict[str, object], reason: str
+) -> None:
+    now = 1_700_000_000
+    lines, reasons = converted_lines(push_with(measurement), split=False, now=now)
+    assert lines[:-1] == [], "nothing but the sensor_push line"
+    (found,) = reasons
+    assert reason in found, found
+
+
+def test_an_interval_ending_within_the_skew_is_stored_one_beyond_it_is_not() -> None:
+    limits = PushLimits(max_future_skew_seconds=600)
+    now = 1_700_000_000
+    ends = {"ok": now + 600, "late": now + 601}
+    for label, end in ends.items():
+        measurement = {
+            "utcFrom": iso(end - 60),
+            "utcTo": iso(end),
+            "items": [{"direction": "in", "count": 1}],
+        }
+        converted = convert_push(bytearray(push_with(measurement)), limits, now=now)
+        list(converted.chunks(now, 100))
+        assert (converted.intervals, len(converted.rejected)) == ((1, 0) if label == "ok" else (0, 1)), label
+
+
+def iso(unix: int) -> str:
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_extra_item_attributes_are_ignored_and_time_is_not_a_field() -> None:
+    measurement = {"items": [{"direction": "in", "count": 2, "time": 5, "heightAvg": 170.5, "x": "y"}]}
+    lines, reasons = converted_lines(push_with(measurement), split=False)
+    assert reasons == []
+    assert lines[0].split(" ")[1] == "count=2i", "only direction, count and adults are stored"
+
+
+@pytest.mark.parametrize(
+    ("sensor", "message"),
+    [
+        ({"serial": "serial1"}, "is not an Axis serial"),
+        ({"serial": "ACCC8E00000"}, "is not an Axis serial"),
+        ({"serial": "ACCC8E0000011"}, "is not an Axis serial"),
+        ({"serial": "ACCC8E00000\u0131"}, "is not an Axis serial"),  # dotless i, upper() gives I
+        ({"name": "x" * 65}, "sensor.name has 65 characters; at most 64"),
+        ({"name": "hall\nINFO forged"}, "control or format character U+000A"),
+        ({"name": "hall\u202eevil"}, "U+202E"),
+        ({"name": "\u001b[31mred"}, "U+001B"),
+        ({"timeZone": "Europe/Stockholm; DROP"}, "is not a time zone name"),
+        ({"ipAddress": "10.0.0.300"}, "is not an IP address"),
+        ({"application": "a" * 65}, "sensor.application has 65 characters"),
+    ],
+)
+def test_device_strings_that_break_the_rules_are_refused(sensor: dict[str, str], message: str) -> None:
+    body = push_with({}, dict(sensor))
+    with pytest.raises(PayloadError, match=re.escape(message)):
+        parse_push(body)
+
+
+def test_serials_are_upper_cased_so_one_device_is_one_serial() -> None:
+    assert parse_push(push_with({}, {"serial": "accc8e000001"})).sensor.serial == SERIAL
+    assert parse_push(push_with({}, {"serial": "Accc8E000001"})).sensor.serial == SERIAL
+
+
+def test_a_looser_serial_pattern_can_be_configured() -> None:
+    limits = PushLimits(serial_pattern=re.compile(r"[0-9A-Z]{6,20}"))
+    assert parse_push(push_with({}, {"serial": "camera42"}), limits).sensor.serial == "CAMERA42"
+
+
+def test_a_push_with_more_measurements_than_a_device_keeps_is_refused() -> None:
+    limits = PushLimits(max_measurements=3)
+    measurement = {"kind": "people-counts", "utcFrom": "2021-04-13T09:19:00Z", "items": None}
+    document = {"sensor": {"serial": SERIAL}, "data": {"measurements": [measurement] * 4}}
+    for split in (False, True):
+        with pytest.raises(PayloadError, match="holds 4 measurements; at most 3"):
+            parse_body(
+                orjson.dumps(document), limits, split_min_bytes=0 if split else 1 << 62, piece_bytes=50
+            )
+
+
+def test_what_is_kept_of_a_rejected_measurement_is_bounded() -> None:
+    deep: object = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    kept = bounded({"items": deep, "list": list(range(1000)), "text": "x" * 5000})
+    assert isinstance(kept, dict)
+    assert orjson.dumps(kept), "always serialisable"
+    assert "<nested too deeply>" in orjson.dumps(kept).decode()
+    assert kept["list"][-1] == "<936 more entries>"
+    assert kept["text"].endswith("<5000 characters in all>")
