@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
 from exporter.config import Config, ConfigError, DeviceToken, load_config
-from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore
+from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore, Quotas
 from exporter.lineprotocol import ConvertedPush, parse_body
 from exporter.metrics import Metrics
 from exporter.payload import PayloadError, Push, Rejected
@@ -183,22 +183,19 @@ class PushReceiver:
         for warning in push.warnings:
             log.warning("sensor %s (%s): %s", push.sensor.name, push.sensor.serial, warning)
         converted = ConvertedPush(parsed, limits, limits.latest_interval_end(received_at))
-        return self._store(converted, received_at)
+        token_id = str(self.config.device_tokens.index(token)) if token is not None else ""
+        return self._store(converted, received_at, token_id)
 
     def _keep_bad_body(self, body: bytearray, reason: str) -> None:
-        entry = DeadLetterEntry(
-            reason=reason,
-            serial="",
-            remote_addr=request.remote_addr or "",
-            items=[],
-            raw_body=body[:1_000_000].decode("utf-8", "replace"),
+        """A sample of a body answered 400: it can never be stored, but someone may want to see it."""
+        written = self.deadletter.put_junk(
+            reason, request.remote_addr or "", body, request.content_type or ""
         )
-        try:
-            self._keep(entry)
-        except DeadLetterFull as exc:
-            log.error("rejected push not kept: %s", exc)
+        if written:
+            self.metrics.deadletter_measurements.inc()
+            self.metrics.deadletter_bytes.inc(written)
 
-    def _store(self, converted: ConvertedPush, received_at: int) -> tuple[int, dict[str, Any]]:
+    def _store(self, converted: ConvertedPush, received_at: int, token_id: str) -> tuple[int, dict[str, Any]]:
         started = time.perf_counter()
         push = converted.push
         rejected = converted.rejected
@@ -217,7 +214,7 @@ class PushReceiver:
             ) from None
         self.metrics.points_written.inc(outcome.written)
         try:
-            self._keep_rejected(push, rejected, outcome.refused)
+            self._keep_rejected(push, rejected, outcome.refused, token_id)
         except DeadLetterFull as exc:
             # The device keeps what we answer non-200 for; that beats dropping the data here.
             raise PushError(503, "storage_unavailable", str(exc), RETRY_AFTER) from None
@@ -269,8 +266,14 @@ class PushReceiver:
             )
         return 200, body
 
-    def _keep_rejected(self, push: Push, rejected: list[Rejected], refused: list[tuple[str, str]]) -> None:
-        common = {"serial": push.sensor.serial, "remote_addr": request.remote_addr or ""}
+    def _keep_rejected(
+        self, push: Push, rejected: list[Rejected], refused: list[tuple[str, str]], token_id: str
+    ) -> None:
+        common = {
+            "serial": push.sensor.serial,
+            "remote_addr": request.remote_addr or "",
+            "token_id": token_id,
+        }
         if rejected:
             reasons = sorted({r.reason for r in rejected})
             self._keep(
@@ -314,7 +317,7 @@ def create_app(
             config.influx, config.write_chunk_lines, metrics.influxdb_write_duration.observe
         )
     if deadletter is None:
-        deadletter = DeadLetterStore(config.deadletter_dir, config.deadletter_max_bytes)
+        deadletter = DeadLetterStore(config.deadletter_dir, Quotas.from_total(config.deadletter_max_bytes))
     receiver = PushReceiver(config, writer, metrics, deadletter)
 
     app = Flask("exporter")

@@ -223,8 +223,10 @@ def test_bad_bodies_get_400_with_a_reason_and_are_kept(client: FlaskClient, conf
     response = post(client, {"apiName": "Axis Retail Data", "data": {"measurements": []}})
     assert response.status_code == 400
     assert "V0_4" in response.json["message"], "the answer names the protocol fix"
-    kept = deadletter_files(config)
-    assert kept[0]["raw_body"] == "{not json"
+    kept = [json.loads(p.read_text()) for p in sorted((config.deadletter_dir / "junk").glob("*.json"))]
+    assert [entry["body_sample"] for entry in kept[:1]] == ["{not json"], "a sample of junk is kept"
+    assert kept[0]["body_bytes"] == 9 and len(kept[0]["body_sha256"]) == 64
+    assert deadletter_files(config) == [], "junk is not data: it sits apart"
 
 
 def test_wrong_content_type_and_method(client: FlaskClient) -> None:
