@@ -59,7 +59,7 @@ def create_admin_app(config: Config, *, metrics: Metrics, influx: InfluxWriter) 
             return json_response(200, {"status": "ready"})
         return json_response(
             503,
-            {"status": "unavailable", "message": f"InfluxDB at {influx.config.url} is not reachable"},
+            {"status": "unavailable", "message": f"InfluxDB at {influx.config.shown_url} is not reachable"},
             RETRY_AFTER,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from exporter.config import Config, ConfigError, DeviceToken, load_config
 from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore, Quotas
 from exporter.lineprotocol import ConvertedPush, parse_body
+from exporter.logsafe import loggable
 from exporter.metrics import Metrics
 from exporter.payload import PayloadError, Push, Rejected
 from exporter.readdeadline import ReadDeadlineWatchdog
@@ -60,6 +62,28 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
 
 
+class BodyBudget:
+    """Bytes of request bodies this worker holds, bounded: event-driven, it may read hundreds at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Hold ``size`` more bytes if the budget has room."""
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        """Release ``size`` bytes."""
+        with self._lock:
+            self.held -= size
+
+
 class PushReceiver:
     """Takes one push from the request to InfluxDB; owns nothing but references to its dependencies."""
 
@@ -71,6 +95,7 @@ class PushReceiver:
         self.metrics = metrics
         self.deadletter = deadletter
         self.read_deadline = ReadDeadlineWatchdog(config.client_timeout_seconds)
+        self.body_budget = BodyBudget(config.max_inflight_body_bytes)
 
     def handle(self) -> Response:
         """Answer the current request; every path is counted by result."""
@@ -83,7 +108,13 @@ class PushReceiver:
             result = exc.result
             response = json_response(exc.status, {"status": "error", "message": exc.message}, exc.headers)
             level = logging.WARNING if exc.status != 503 else logging.ERROR
-            log.log(level, "push from %s answered %d: %s", request.remote_addr, exc.status, exc.message)
+            log.log(
+                level,
+                "push from %s answered %d: %s",
+                request.remote_addr,
+                exc.status,
+                loggable(exc.message, 400),
+            )
         self.metrics.pushes.labels(result).inc()
         self.metrics.push_duration.observe(time.perf_counter() - started)
         return response
@@ -108,7 +139,8 @@ class PushReceiver:
             )
         return matched
 
-    def _read_body(self) -> bytearray:
+    def _read_body(self, body: bytearray) -> None:
+        """Read the request's body into ``body``, within the size limit, the deadline and the budget."""
         limit = self.config.max_body_bytes
         too_large = PushError(
             413,
@@ -117,7 +149,12 @@ class PushReceiver:
         )
         if request.content_length is not None and request.content_length > limit:
             raise too_large
-        body = bytearray()
+        busy = PushError(
+            503,
+            "busy",
+            "the receiver holds as many bodies as AXIS_EXPORTER_MAX_INFLIGHT_BYTES allows; try again",
+            RETRY_AFTER,
+        )
         too_slow = PushError(
             408,
             "client_timeout",
@@ -131,6 +168,8 @@ class PushReceiver:
                 while chunk := request.stream.read(_READ_CHUNK):
                     if len(body) + len(chunk) > limit:
                         raise too_large
+                    if not self.body_budget.take(len(chunk)):
+                        raise busy
                     body += chunk
             except (OSError, ParseException) as exc:
                 if deadline is not None and deadline.expired:  # the cut-off read failed mid-chunk
@@ -147,7 +186,6 @@ class PushReceiver:
                 f"the body ended after {len(body)} of {request.content_length} bytes",
             )
         self.metrics.push_body_bytes.observe(len(body))
-        return body
 
     def _keep(self, entry: DeadLetterEntry) -> None:
         """Store ``entry`` in the dead-letter store and count it; DeadLetterFull propagates."""
@@ -163,14 +201,18 @@ class PushReceiver:
                 "unsupported_media_type",
                 f"Content-Type {request.mimetype!r} is not accepted: send the push as application/json",
             )
-        body = self._read_body()
-        received_at = int(time.time())
-        limits = self.config.limits
+        body = bytearray()
         try:
-            parsed = parse_body(body, limits)
-        except PayloadError as exc:
-            self._keep_bad_body(body, str(exc))
-            raise PushError(400, "bad_request", str(exc)) from None
+            self._read_body(body)
+            received_at = int(time.time())
+            limits = self.config.limits
+            try:
+                parsed = parse_body(body, limits)
+            except PayloadError as exc:
+                self._keep_bad_body(body, str(exc))
+                raise PushError(400, "bad_request", str(exc)) from None
+        finally:
+            self.body_budget.give_back(len(body))
         del body  # a 90-day push is tens of MB; only its line protocol is needed from here on
         push = parsed.push
         # Before any measurement is looked at: a token bound to other serials costs us nothing more.
@@ -181,7 +223,9 @@ class PushReceiver:
                 f"this API token is not allowed to push for serial {push.sensor.serial!r}",
             )
         for warning in push.warnings:
-            log.warning("sensor %s (%s): %s", push.sensor.name, push.sensor.serial, warning)
+            log.warning(
+                "sensor %s (%s): %s", loggable(push.sensor.name), push.sensor.serial, loggable(warning, 400)
+            )
         converted = ConvertedPush(parsed, limits, limits.latest_interval_end(received_at))
         token_id = str(self.config.device_tokens.index(token)) if token is not None else ""
         return self._store(converted, received_at, token_id)
@@ -235,18 +279,20 @@ class PushReceiver:
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
         if push.test_connection:
+            # The address the connection came from; the one the camera reports may sit behind NAT.
             log.info(
-                "Connection from %s established successfully (sensor %s, serial %s)",
-                sensor.ip_address or request.remote_addr,
-                sensor.name,
+                "Connection from %s established successfully (sensor %s, serial %s, reported address %s)",
+                request.remote_addr,
+                loggable(sensor.name),
                 sensor.serial,
+                sensor.ip_address or "none",
             )
             return 200, {"status": "test_connection", "message": "connection established", "points": 1}
         points = outcome.written - 1
         not_stored = len(rejected) + len(outcome.refused)
         log.info(
             "push sensor=%s serial=%s intervals=%d points=%d rejected=%d %.1f ms",
-            sensor.name,
+            loggable(sensor.name),
             sensor.serial,
             intervals,
             points,
@@ -349,7 +395,7 @@ def create_app(
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        log.exception("unexpected error on %s %s", loggable(request.method, 16), loggable(request.path))
         if request.method == "POST":
             metrics.pushes.labels("internal_error").inc()
         return json_response(500, {"status": "error", "message": "internal error; see the receiver's log"})

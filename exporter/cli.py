@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import shutil
@@ -14,14 +15,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import click
 
 from exporter import __version__
-from exporter.certs import certs
 from exporter.config import Config, ConfigError, InfluxConfig, load_config
-from exporter.simulate import simulate
-from exporter.stackcheck import check_secrets_command
 
 log = logging.getLogger("exporter")
 
@@ -42,7 +41,32 @@ def configure_logging(level: str) -> None:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a command's module only when the command runs: ``serve``'s gunicorn master must not load
+    the simulator's HTTP client (urllib3), which gevent could then no longer patch in the workers."""
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "certs": "exporter.certs:certs",
+        "check-secrets": "exporter.stackcheck:check_secrets_command",
+        "simulate": "exporter.simulate:simulate",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, the lazy ones included."""
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The command ``name``, imported on first use."""
+        if name in self.LAZY:
+            module, _, attribute = self.LAZY[name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="axis-exporter")
 def main() -> None:
     """Receive Axis people counters' Generic Data Push, store it in InfluxDB, expose Prometheus metrics."""
@@ -144,7 +168,7 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
         log.warning(
             "InfluxDB at %s does not answer (%s): pushes are answered 503 until it does; check "
             "INFLUXDB_V2_URL and that InfluxDB runs",
-            influx.url,
+            influx.shown_url,
             getattr(exc, "reason", exc),
         )
 
@@ -244,13 +268,8 @@ def serve(
                 workers,
                 threads,
                 admin_bind,
-                effective.influx.url,
+                effective.influx.shown_url,
                 effective.influx.bucket,
             )
             _warn_if_unreachable(effective.influx)
             GunicornServer(effective, options, AdminProcess(admin_socket, effective)).run()
-
-
-main.add_command(simulate)
-main.add_command(certs)
-main.add_command(check_secrets_command)

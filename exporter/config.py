@@ -73,6 +73,20 @@ class InfluxConfig:
     bucket: str
     timeout_ms: int = DEFAULT_INFLUXDB_TIMEOUT_MS
 
+    @property
+    def shown_url(self) -> str:
+        """The URL for logs and answers: a user and password in it (1.8's basic auth) are left out."""
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the credentials of its user-info part, if it has any."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -81,6 +95,7 @@ class Config:
     influx: InfluxConfig | None
     device_tokens: tuple[DeviceToken, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inflight_body_bytes: int = 4 * DEFAULT_MAX_BODY_BYTES
     deadletter_dir: Path = Path("deadletter")
     deadletter_max_bytes: int = DEFAULT_DEADLETTER_MAX_BYTES
     write_chunk_lines: int = DEFAULT_WRITE_CHUNK_LINES
@@ -213,6 +228,7 @@ def _influx(env: Mapping[str, str]) -> InfluxConfig | None:
 def load_config(env: Mapping[str, str]) -> Config:
     """Build the configuration from an environment mapping; raise ConfigError naming the bad variable."""
     limits = _limits(env)
+    max_body_bytes = _positive_int(env, "AXIS_EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
     tokens_raw = _secret(env, "AXIS_EXPORTER_TOKENS")
     source = "AXIS_EXPORTER_TOKENS_FILE" if env.get("AXIS_EXPORTER_TOKENS_FILE") else "AXIS_EXPORTER_TOKENS"
     tokens = parse_device_tokens(tokens_raw, source, limits.serial_pattern) if tokens_raw else ()
@@ -222,7 +238,8 @@ def load_config(env: Mapping[str, str]) -> Config:
     return Config(
         influx=_influx(env),
         device_tokens=tokens,
-        max_body_bytes=_positive_int(env, "AXIS_EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes=max_body_bytes,
+        max_inflight_body_bytes=_positive_int(env, "AXIS_EXPORTER_MAX_INFLIGHT_BYTES", 4 * max_body_bytes),
         deadletter_dir=Path(env.get("AXIS_EXPORTER_DEADLETTER_DIR", "").strip() or "deadletter"),
         deadletter_max_bytes=_positive_int(
             env, "AXIS_EXPORTER_DEADLETTER_MAX_BYTES", DEFAULT_DEADLETTER_MAX_BYTES

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from exporter.logsafe import loggable
+
 log = logging.getLogger(__name__)
 
 JUNK_DIR = "junk"
@@ -122,7 +124,7 @@ class DeadLetterStore:
             len(entry.items),
             serial,
             name,
-            entry.reason[:200],
+            loggable(entry.reason, 300),
         )
         return len(data)
 
@@ -168,7 +170,7 @@ class DeadLetterStore:
             name = f"{_stamp()}-s{fingerprint(remote_addr) or '0'}-{uuid.uuid4().hex[:8]}.json"
             self._write(folder, name, data)
         except (OSError, DeadLetterFull) as exc:
-            log.warning("sample of a rejected body not kept: %s", exc)
+            log.warning("sample of a rejected body not kept: %s", loggable(exc, 300))
             return 0
         return len(data)
 

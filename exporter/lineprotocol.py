@@ -63,6 +63,11 @@ def format_float(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def sensor_label(name: str, serial: str) -> str:
+    """How dashboards list a sensor: its name and, so that no name can pass for another camera, its serial."""
+    return f"{name} ({serial})"
+
+
 def _tag(key: str, value: str) -> str:
     """``,key=value`` or nothing for an empty value (line protocol has no empty tag values)."""
     escaped = escape_tag_value(value)
@@ -118,6 +123,7 @@ class PushLineBuilder:
             f"application_version={escape_string_field(sensor.application_version)},"
             f"intervals={intervals}i,"
             f"ip_address={escape_string_field(sensor.ip_address)},"
+            f"sensor_label={escape_string_field(sensor_label(sensor.name, sensor.serial))},"
             f"test={'true' if self._push.test_connection else 'false'},"
             f"timezone={escape_string_field(sensor.timezone)}"
         )

@@ -47,6 +47,7 @@ PUSH_RESULTS = (
     "unsupported_media_type",
     "client_timeout",
     "storage_unavailable",
+    "busy",
     "internal_error",
 )
 

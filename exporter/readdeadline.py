@@ -38,11 +38,16 @@ class ReadDeadlineWatchdog:
     def start(self, current_socket: Callable[[], object]) -> Deadline:
         """Start the clock for the socket that ``current_socket`` returns at expiry."""
         deadline = Deadline(current_socket, time.monotonic() + self.timeout_seconds)
+        thread = None
         with self._lock:
             self._watched.add(deadline)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="read-deadline", daemon=True)
-                self._thread.start()
+            current = self._thread
+            # None yet, or started and gone; a thread being started (no ident yet) is left to start.
+            if current is None or (current.ident is not None and not current.is_alive()):
+                thread = self._thread = threading.Thread(target=self._run, name="read-deadline", daemon=True)
+        if thread is not None:
+            # Outside the lock: starting a thread waits for it, and under gevent that switches greenlets.
+            thread.start()
         return deadline
 
     def stop(self, deadline: Deadline | None) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.ggevent import GeventWorker
 
 from exporter.config import Config
 from exporter.readdeadline import ReadDeadlineWatchdog
@@ -25,6 +26,13 @@ from exporter.sensors import DATABASE_FILE
 log = logging.getLogger("exporter")
 
 HEAD_TIMEOUT_SECONDS = 30
+# TLS 1.2 with forward secrecy and authenticated encryption only (what Mozilla's "intermediate" profile
+# allows, which every Axis OS release that pushes over HTTPS supports); TLS 1.3's suites all are.
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
 # An admin process that dies is started again, but not more often than this (a crash loop would spin).
 ADMIN_RESPAWN_SECONDS = 5.0
 
@@ -38,8 +46,9 @@ class ServerOptions:
     threads: int = 4
     certfile: str | None = None
     keyfile: str | None = None
-    # gunicorn's worker heartbeat (seconds); gthread workers answer it while their threads work.
+    # gunicorn's worker heartbeat (seconds).
     timeout: int = 120
+    worker_connections: int = 1000
     keepalive: int = 5
 
 
@@ -71,35 +80,75 @@ def _mark_dead(multiprocess_dir: Path | None, pid: int) -> None:
     multiprocess.mark_process_dead(pid, str(multiprocess_dir))  # type: ignore[no-untyped-call]
 
 
+def _ssl_context(config: Any, default_factory: Any) -> ssl.SSLContext:
+    """gunicorn hook: its context (certificate, ciphers), never older than TLS 1.2, handshaking late.
+
+    gevent's server wraps each accepted socket, handshake included, before the worker sees it; with
+    the handshake deferred, the worker does it under the head deadline (gunicorn's base_async worker
+    calls do_handshake itself when do_handshake_on_connect is off, its default).
+    """
+    context: ssl.SSLContext = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.__class__ = _deferred_handshake(type(context))
+    return context
+
+
+_DEFERRED: dict[type[ssl.SSLContext], type[ssl.SSLContext]] = {}
+
+
+def _deferred_handshake(context_class: type[ssl.SSLContext]) -> type[ssl.SSLContext]:
+    """``context_class`` (the standard or gevent's SSLContext) whose sockets handshake when asked to."""
+    if context_class not in _DEFERRED:
+
+        def wrap_socket(self: ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["do_handshake_on_connect"] = False
+            return context_class.wrap_socket(self, sock, *args, **kwargs)
+
+        _DEFERRED[context_class] = type(
+            "DeferredHandshakeContext", (context_class,), {"wrap_socket": wrap_socket}
+        )
+    return _DEFERRED[context_class]
+
+
 def _post_fork(admin: AdminProcess | None, server: Any, worker: Any) -> None:
     """gunicorn hook in a new worker: the admin socket is the admin process's, not the worker's."""
     if admin is not None:
         admin.listening.close()
 
 
-def deadline_worker_class(client_timeout_seconds: int) -> type[ThreadWorker]:
-    """gunicorn's gthread worker, with a deadline on the TLS handshake and headers of each request.
+def deadline_worker_class(client_timeout_seconds: int) -> type[GeventWorker]:
+    """gunicorn's gevent worker, with a deadline on the TLS handshake and headers of each request.
 
-    The app puts its own deadline on the body (and answers 408); before the app is called there is no
-    one to answer, so a connection past its deadline is just closed.
+    Event-driven: a connection that is idle, trickles bytes or stalls its TLS handshake holds a
+    greenlet, not one of a few threads, so such clients by the hundred do not delay real pushes. The
+    deadline still closes them, so they cannot pile up either. The app puts its own deadline on the
+    body (and answers 408); before the app is called there is no one to answer, so a connection past
+    its deadline is just closed.
     """
 
-    class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
-        # A handshake and headers are a few hundred bytes: they get less time than a 35 MB body.
-        watchdog = ReadDeadlineWatchdog(min(client_timeout_seconds, HEAD_TIMEOUT_SECONDS))
+    class DeadlineGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no type hints
+        def patch(self) -> None:
+            """Monkey-patch (gevent), then make what uses threading: its locks must be gevent's."""
+            super().patch()
+            # A handshake and headers are a few hundred bytes: they get less time than a 35 MB body.
+            self.watchdog = ReadDeadlineWatchdog(min(client_timeout_seconds, HEAD_TIMEOUT_SECONDS))
+            self._head_deadlines: dict[int, Any] = {}
 
-        def handle(self, conn: Any) -> Any:
-            conn.axis_deadline = self.watchdog.start(lambda: conn.sock)
+        def handle(self, listener: Any, client: Any, addr: Any) -> None:
+            deadline = self.watchdog.start(lambda: client)
+            self._head_deadlines[id(client)] = deadline
             try:
-                return super().handle(conn)
+                super().handle(listener, client, addr)
             finally:
-                self.watchdog.stop(conn.axis_deadline)
+                self.watchdog.stop(deadline)
+                self._head_deadlines.pop(id(client), None)
 
-        def handle_request(self, req: Any, conn: Any) -> Any:
-            self.watchdog.stop(conn.axis_deadline)  # headers are in; the body is the app's to time
-            return super().handle_request(req, conn)
+        def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+            # The headers are in; the body is the app's to time.
+            self.watchdog.stop(self._head_deadlines.get(id(sock)))
+            super().handle_request(listener_name, req, sock, addr)
 
-    return DeadlineThreadWorker
+    return DeadlineGeventWorker
 
 
 class AdminProcess:
@@ -240,6 +289,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
             "workers": self.options.workers,
             "threads": self.options.threads,
             "worker_class": deadline_worker_class(self.config.client_timeout_seconds),
+            # Connections per worker: idle ones cost a greenlet; the head deadline closes them.
+            "worker_connections": self.options.worker_connections,
             "timeout": self.options.timeout,
             "graceful_timeout": 30,
             "keepalive": self.options.keepalive,
@@ -253,6 +304,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
         if self.options.certfile:
             settings["certfile"] = self.options.certfile
             settings["keyfile"] = self.options.keyfile
+            settings["ciphers"] = TLS12_CIPHERS
+            settings["ssl_context"] = _ssl_context
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn 24+ opens a control socket at a fixed path: two receivers on one host would clash.
             settings["control_socket_disable"] = True

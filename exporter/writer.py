@@ -26,6 +26,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from exporter.config import InfluxConfig
+from exporter.logsafe import loggable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # same points cannot succeed, so they go to the dead-letter store. Everything else means "not now".
 _REFUSED_STATUSES = frozenset({400, 422})
 _DROPPED = re.compile(r"dropped=(\d+)")
+_MARKUP = re.compile(r"<[^>]*>")
 _ERROR_TEXT = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -80,9 +82,9 @@ def _error_message(exc: ApiException) -> str:
     """InfluxDB's own error text from a failed write (v1 says "error", v2 says "message")."""
     body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
     match = _ERROR_TEXT.search(body)
-    return (
-        f"InfluxDB answered {exc.status}: {match.group(1) if match else (body.strip() or exc.reason or '')}"
-    )
+    # A proxy in front of InfluxDB answers HTML: its text, not its markup, says what happened.
+    text = match.group(1) if match else " ".join(_MARKUP.sub(" ", body).split()) or exc.reason or ""
+    return f"InfluxDB answered {exc.status}: {loggable(text, 300)}"
 
 
 _AHEAD_CHUNKS = 2
@@ -310,7 +312,9 @@ class InfluxWriter:
             raise StorageUnavailable(message) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._note_reachable(False)
-            raise StorageUnavailable(f"InfluxDB at {self.config.url} is not reachable: {exc!r}") from exc
+            raise StorageUnavailable(
+                f"InfluxDB at {self.config.shown_url} is not reachable: {loggable(exc, 300)}"
+            ) from exc
         finally:
             if self._observe is not None:
                 self._observe(time.perf_counter() - started)
@@ -329,7 +333,7 @@ class InfluxWriter:
                 reason = str(exc)
         dropped = _DROPPED.search(reason)
         if len(lines) == 1 or (dropped is not None and int(dropped.group(1)) >= len(lines)):
-            log.warning("InfluxDB refused %d point(s): %s", len(lines), reason)
+            log.warning("InfluxDB refused %d point(s): %s", len(lines), loggable(reason, 400))
             return WriteOutcome(refused=[(line, reason) for line in lines])
         middle = len(lines) // 2
         outcome = self._write_or_split(lines[:middle])

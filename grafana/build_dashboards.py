@@ -81,7 +81,8 @@ def quiet_threshold(selector: str) -> str:
 
 
 # --- InfluxQL building blocks ---------------------------------------------------------------------
-SENSOR_MATCH = '"sensor" =~ /^$sensor$/'
+# Sensors are selected by serial: a name is whatever a pusher says, so it cannot stand for a camera.
+SENSOR_MATCH = '"serial" =~ /^$sensor$/'
 LOCAL_TZ = "tz('$tz')"
 # A local day bucket that contains now: GROUP BY time(1d) with tz() aligns buckets to the sensor's local
 # midnight, and "time >= now() - 1d" always includes the bucket that holds now (the last row).
@@ -107,9 +108,9 @@ def today_per_sensor(direction: str) -> str:
     inner = (
         f'SELECT sum("count") AS "total" FROM "people_count" '
         f"WHERE \"direction\" = '{direction}' AND {SENSOR_MATCH} AND {SINCE_LAST_WEEK} "
-        f'GROUP BY time(1d), "sensor" fill(0) {LOCAL_TZ}'
+        f'GROUP BY time(1d), "serial" fill(0) {LOCAL_TZ}'
     )
-    return f'SELECT last("total") AS "{direction}_today" FROM ({inner}) GROUP BY "sensor"'
+    return f'SELECT last("total") AS "{direction}_today" FROM ({inner}) GROUP BY "serial"'
 
 
 PER_INTERVAL = (
@@ -127,11 +128,15 @@ LAST_WEEK_TOTAL_IN = (
     f'SELECT sum("count") FROM "people_count" WHERE "direction" = \'in\' AND {SENSOR_MATCH} '
     "AND time >= ${__from}ms - 7d AND time <= ${__to}ms - 7d"
 )
+# The newest push per serial, as a raw point: two last() would make InfluxQL answer time 0.
 LAST_PUSH = (
-    f'SELECT last("ip_address") AS "ip_address" FROM "sensor_push" WHERE {SENSOR_MATCH} GROUP BY "sensor"'
+    'SELECT "sensor_label" AS "sensor", "ip_address" FROM "sensor_push" '
+    f'WHERE {SENSOR_MATCH} GROUP BY "serial" ORDER BY time DESC LIMIT 1'
 )
-SENSOR_VALUES = 'SHOW TAG VALUES FROM "people_count" WITH KEY = "sensor"'
-TIMEZONE_VALUES = f'SELECT last("timezone") FROM "sensor_push" WHERE {SENSOR_MATCH} GROUP BY "sensor"'
+# "name (SERIAL)" per serial, newest first; the variable's regex makes the serial its value.
+SENSOR_VALUES = 'SELECT last("sensor_label") FROM "sensor_push" WHERE time > now() - 90d GROUP BY "serial"'
+SENSOR_REGEX = r"/^(?<text>.* \((?<value>[^()]+)\))$/"
+TIMEZONE_VALUES = f'SELECT last("timezone") FROM "sensor_push" WHERE {SENSOR_MATCH} GROUP BY "serial"'
 
 
 # --- panel helpers --------------------------------------------------------------------------------
@@ -445,14 +450,16 @@ def people_counting() -> dict[str, Any]:
                 "options": {
                     "indexByName": {
                         "sensor": 0,
-                        "in_today": 1,
-                        "out_today": 2,
-                        "inside_now": 3,
-                        "last_push": 4,
-                        "ip_address": 5,
+                        "serial": 1,
+                        "in_today": 2,
+                        "out_today": 3,
+                        "inside_now": 4,
+                        "last_push": 5,
+                        "ip_address": 6,
                     },
                     "renameByName": {
                         "sensor": "Sensor",
+                        "serial": "Serial",
                         "in_today": "In today",
                         "out_today": "Out today",
                         "inside_now": "Inside now",
@@ -522,7 +529,8 @@ def people_counting() -> dict[str, Any]:
             "type": "query",
             "name": "sensor",
             "label": "Sensor",
-            "description": "Sensors (the name set on the camera) that the panels add up.",
+            "description": "Sensors that the panels add up, listed by the name set on the camera and "
+            "selected by serial (a name alone could be anyone's).",
             "datasource": INFLUX_DS,
             "query": SENSOR_VALUES,
             "definition": SENSOR_VALUES,
@@ -532,7 +540,7 @@ def people_counting() -> dict[str, Any]:
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "options": [],
             "refresh": 1,
-            "regex": "",
+            "regex": SENSOR_REGEX,
             "sort": 1,
             "hide": 0,
         },

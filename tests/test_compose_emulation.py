@@ -286,5 +286,5 @@ def test_secrets_check_passes_with_stack_init_and_names_what_is_wrong(
     text = log.read_text()
     assert "secrets/influxdb-admin-password still holds a placeholder" in text
     assert "secrets/grafana-admin-password: the Grafana admin password has 5 characters, at least 16" in text
-    assert "secrets/camera-tokens still holds a placeholder token" in text
+    assert "secrets/camera-tokens, entry 1: still a placeholder token" in text
     assert "run ./scripts/stack-init" in text

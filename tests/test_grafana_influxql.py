@@ -195,7 +195,7 @@ class View:
     end_ms: int
     tz: str = TZ
     interval: str = "1h"
-    sensors: tuple[str, ...] | None = None  # None: "All"
+    sensors: tuple[str, ...] | None = None  # serials; None: "All"
 
     def interpolate(self, query: str) -> str:
         """The query with macros and variables replaced as Grafana would send it."""
@@ -286,8 +286,13 @@ def test_every_influxql_query_runs_and_returns_rows(
 def test_sensor_and_time_zone_variables_list_what_the_sensors_report(
     influx: LocalInflux, dataset: Dataset
 ) -> None:
-    sensors = run(influx, dataset, variable("sensor")["query"], default_view(dataset))
-    assert sorted(row["value"] for row in sensors) == sorted(s.name for s in SENSORS)
+    sensor = variable("sensor")
+    rows = run(influx, dataset, sensor["query"], default_view(dataset))
+    # Grafana takes the SELECTed field as the option, then the variable's regex (JavaScript named groups)
+    # splits it into what the list shows (text) and what the queries get (value).
+    regex = re.compile(sensor["regex"].strip("/").replace("(?<", "(?P<"))
+    options = {m["value"]: m["text"] for m in (regex.fullmatch(row["last"]) for row in rows) if m}
+    assert options == {s.serial: f"{s.name} ({s.serial})" for s in SENSORS}, rows
     zones = run(influx, dataset, variable("tz")["query"], default_view(dataset))
     # Grafana takes the value after the time column of a SELECT used as variable query.
     assert {row["last"] for row in zones} == {TZ}
@@ -324,28 +329,30 @@ def test_people_inside_now_is_in_minus_out_since_local_midnight(
 def test_sensor_table_shows_today_per_sensor_and_the_last_push(influx: LocalInflux, dataset: Dataset) -> None:
     view = default_view(dataset)
     title = "Sensors today"
-    ins = {row["sensor"]: row["in_today"] for row in run(influx, dataset, target(title, "IN"), view)}
-    outs = {row["sensor"]: row["out_today"] for row in run(influx, dataset, target(title, "OUT"), view)}
-    pushes = {row["sensor"]: row for row in run(influx, dataset, target(title, "PUSH"), view)}
-    names = {s.name for s in SENSORS}
-    assert set(ins) == set(outs) == set(pushes) == names
+    # One row per serial (the panel's merge joins the three on it); the name comes with the last push.
+    ins = {row["serial"]: row["in_today"] for row in run(influx, dataset, target(title, "IN"), view)}
+    outs = {row["serial"]: row["out_today"] for row in run(influx, dataset, target(title, "OUT"), view)}
+    pushes = {row["serial"]: row for row in run(influx, dataset, target(title, "PUSH"), view)}
+    assert set(ins) == set(outs) == set(pushes) == {s.serial for s in SENSORS}
     for sensor in SENSORS:
         expect_in = dataset.total("in", dataset.local_midnight, sensors={sensor.name})
         expect_out = dataset.total("out", dataset.local_midnight, sensors={sensor.name})
-        assert (ins[sensor.name], outs[sensor.name]) == (expect_in, expect_out), sensor.name
-        assert pushes[sensor.name]["time"] == dataset.last_push[sensor.name]
-        assert pushes[sensor.name]["ip_address"] == sensor.ip
-    quiet = next(s.name for s in SENSORS if s.stops_before_today)
+        assert (ins[sensor.serial], outs[sensor.serial]) == (expect_in, expect_out), sensor.name
+        assert pushes[sensor.serial]["time"] == dataset.last_push[sensor.name]
+        assert pushes[sensor.serial]["ip_address"] == sensor.ip
+        assert pushes[sensor.serial]["sensor"] == f"{sensor.name} ({sensor.serial})"
+    quiet = next(s.serial for s in SENSORS if s.stops_before_today)
     assert (ins[quiet], outs[quiet]) == (0, 0), "a sensor without counts today shows 0, not yesterday's total"
 
 
 def test_selecting_sensors_narrows_every_total(influx: LocalInflux, dataset: Dataset) -> None:
-    chosen = ("Back door", "side.gate")
-    view = View(**{**default_view(dataset).__dict__, "sensors": chosen})
+    chosen = [s for s in SENSORS if s.name in ("Back door", "side.gate")]
+    view = View(**{**default_view(dataset).__dict__, "sensors": tuple(s.serial for s in chosen)})
     today = last_by(run(influx, dataset, target("Today", "A"), view), "direction")
-    assert today["in"]["sum"] == dataset.total("in", dataset.local_midnight, sensors=set(chosen))
+    names = {s.name for s in chosen}
+    assert today["in"]["sum"] == dataset.total("in", dataset.local_midnight, sensors=names)
     rows = run(influx, dataset, target("Sensors today", "IN"), view)
-    assert {row["sensor"] for row in rows} == set(chosen)
+    assert {row["serial"] for row in rows} == {s.serial for s in chosen}
 
 
 def test_in_and_out_per_interval_add_up_for_every_interval_option(

@@ -22,10 +22,13 @@ import requests
 from prometheus_client import multiprocess
 
 from exporter.localdb import LocalInflux
+from grafana.build_dashboards import quiet_threshold, seconds_since_last_push
 from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections
 from tests.promserver import LocalPrometheus, Result, sample_value, scrape_job
 from tests.support import payload
+
+JOB_SELECTOR = 'job="axis-exporter"'
 
 # A worker is SIGKILLed mid-run: connections to it are cut (see tests/faultkit.py).
 pytestmark = DROPPED_CONNECTION_WARNINGS
@@ -260,7 +263,9 @@ def test_prometheus_sees_the_totals_of_all_workers_even_after_one_is_killed(
         for rule in rules:
             assert prom.query(rule["query"]) == [], rule["name"]
         (quiet_rule,) = [rule for rule in rules if rule["name"] == "AxisSensorNotPushing"]
-        since, _, threshold = quiet_rule["query"].partition(" > on (sensor, serial) ")
+        # The rule's two sides, as the dashboards and Grafana's rule write them (they share the numbers).
+        since, threshold = seconds_since_last_push(JOB_SELECTOR), quiet_threshold(JOB_SELECTOR)
+        assert "axis_exporter_sensor_last_push_timestamp_seconds" in quiet_rule["query"]
         ages = {r["metric"]["serial"]: float(r["value"][1]) for r in prom.query(since)}
         assert ages.keys() == {MINUTE.serial, QUARTER.serial} and max(ages.values()) < 120, ages
         limits = {r["metric"]["serial"]: float(r["value"][1]) for r in prom.query(threshold)}

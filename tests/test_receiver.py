@@ -343,3 +343,15 @@ def test_full_deadletter_store_answers_503_so_the_device_keeps_the_data(
 def test_a_scrape_alone_keeps_influxdb_up_current(admin_client: FlaskClient, influx: LocalInflux) -> None:
     text = admin_client.get("/metrics").get_data(as_text=True)
     assert "axis_exporter_influxdb_up 1.0" in text, "influxdb_up must not wait for a push or a probe"
+
+
+def test_a_worker_holds_bodies_only_up_to_its_budget(
+    influx: LocalInflux, bucket: str, tmp_path: Path
+) -> None:
+    config = make_config(influx, bucket, tmp_path, max_inflight_body_bytes=1_000)
+    client = create_app(config).test_client()
+    response = post(client, payload("sample-3d-object-data"))  # 1.9 kB, more than the whole budget
+    assert response.status_code == 503 and response.json["status"] == "error"
+    assert "AXIS_EXPORTER_MAX_INFLIGHT_BYTES" in response.json["message"]
+    assert response.headers["Retry-After"].isdigit()
+    assert client.application.extensions["axis_exporter"].body_budget.held == 0, "given back"

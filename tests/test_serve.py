@@ -30,7 +30,8 @@ def test_serve_stores_pushes_and_logs_one_line_per_push(
     assert len(influx.query(bucket, "SELECT * FROM people_count")) == 6
     assert requests.get(f"{server.admin_url}/readyz", timeout=5).status_code == 200
     log = server.log()
-    assert "Connection from 192.168.1.106 established successfully" in log
+    assert "Connection from 127.0.0.1 established successfully" in log, "the socket's address"
+    assert "reported address 192.168.1.106" in log
     assert "push sensor=axis-accc8ef3d92e serial=ACCC8EF3D92E intervals=3 points=6" in log
     assert "AXIS_EXPORTER_TOKENS is not set" in log, "running without device auth must be loud"
 
@@ -93,6 +94,11 @@ def test_cli_import_leaves_prometheus_client_unloaded() -> None:
     code = "import sys, exporter.cli; print('prometheus_client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", "a module imported by exporter.cli imports prometheus_client"
+    # Nor an HTTP client: gevent patches ssl and sockets in the workers, and cannot patch what the master
+    # imported already (it warns "Monkey-patching ssl after ssl has already been imported").
+    code = "import sys, exporter.cli; print('urllib3' in sys.modules, 'gevent' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "False False", "exporter.cli imports an HTTP client or gevent"
 
 
 def test_a_client_trickling_its_body_is_cut_off_and_others_still_get_through(
