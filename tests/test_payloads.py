@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Mapping
 
 import orjson
 import pytest
@@ -96,7 +97,7 @@ def test_invalid_items_reject_the_measurement(items: object, reason: str) -> Non
 SERIAL = "ACCC8E000001"
 
 
-def push_with(measurement: dict[str, object], sensor: dict[str, object] | None = None) -> bytes:
+def push_with(measurement: Mapping[str, object], sensor: Mapping[str, object] | None = None) -> bytes:
     """A push of one measurement (kind, utcFrom and items defaulted) from a valid sensor."""
     full = {"kind": "people-counts", "utcFrom": "2021-04-13T09:19:00Z", "items": [], **measurement}
     document = {
