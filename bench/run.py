@@ -41,7 +41,6 @@ HERE = Path(__file__).parent
 CHUNK_LINES = 10_000
 PRODUCTION_RATE = 10_000 / 60  # the issue's store chain: 10,000 counters, one push a minute each
 WORKERS = 2  # axis-exporter serve's defaults
-THREADS = 4
 
 
 @dataclass
@@ -57,7 +56,6 @@ class Settings:
     quick: bool
     parts: str = "abcd"
     workers: int = WORKERS
-    threads: int = THREADS
 
 
 @dataclass
@@ -248,7 +246,6 @@ def receiver_env(
     base: Path,
     chunk_lines: int,
     workers: int = WORKERS,
-    threads: int = THREADS,
 ) -> dict[str, str]:
     """Environment of ``axis-exporter serve`` against the private InfluxDB (production defaults)."""
     env = {
@@ -264,7 +261,6 @@ def receiver_env(
             "INFLUXDB_V2_BUCKET": bucket,
             "INFLUXDB_V2_TIMEOUT": "120000",
             "AXIS_EXPORTER_WORKERS": str(workers),
-            "AXIS_EXPORTER_THREADS": str(threads),
             "AXIS_EXPORTER_WRITE_CHUNK_LINES": str(chunk_lines),
             "AXIS_EXPORTER_DEADLETTER_DIR": str(base / "deadletter"),
             "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics"),
@@ -648,7 +644,7 @@ def table(report: Report) -> str:
             f"{key} {facts[key]}" for key in ("python", "orjson", "flask", "gunicorn", "influxdb-client")
         )
         + f", influxd {facts['influxd']}, nginx {facts['nginx']}, wrk {facts['wrk']}",
-        f"settings: {facts['workers']} gunicorn workers x {facts['threads']} threads (gthread), "
+        f"settings: {facts['workers']} gunicorn workers (gevent), "
         f"write chunks of {facts['chunk_lines']:,} lines, best of {facts['repeat']} alternating rounds",
         "",
         "| measurement | receiver | reference (same run) | ratio | goal | met |",
@@ -680,7 +676,6 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
         "repeat": settings.repeat,
         "chunk_lines": settings.chunk_lines,
         "workers": settings.workers,
-        "threads": settings.threads,
     }
     parts = settings.parts
     progress(f"building a {settings.days}-day one-minute backfill push ...")
@@ -693,7 +688,7 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
         influx = stack.enter_context(LocalInflux(base / "influxdb"))
         bucket = "bench"
         influx.create_database(bucket)
-        env = receiver_env(influx, bucket, base, settings.chunk_lines, settings.workers, settings.threads)
+        env = receiver_env(influx, bucket, base, settings.chunk_lines, settings.workers)
         receiver = Server(["-m", "exporter", "serve"], env, base / "receiver.log", settings.workers)
         stack.callback(receiver.stop)
         if "c" in parts:
@@ -703,8 +698,6 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
                     "bench.trivial",
                     "--workers",
                     str(settings.workers),
-                    "--threads",
-                    str(settings.threads),
                 ],
                 env,
                 base / "trivial.log",
@@ -736,7 +729,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per steady-state load run (default 10)")
     parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES, help="lines per InfluxDB write")
     parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn workers (both apps)")
-    parser.add_argument("--threads", type=int, default=THREADS, help="threads per worker (both apps)")
     parser.add_argument("--only", default="abcd", help="measure only these parts, e.g. 'c' or 'bd'")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
@@ -751,7 +743,6 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         parts=args.only,
         workers=args.workers,
-        threads=args.threads,
     )
     report = run(settings, keep=args.keep, progress=lambda text: print(text, file=sys.stderr, flush=True))
     print(table(report))

@@ -28,7 +28,7 @@ def create_trivial_app() -> Flask:
 
 
 class TrivialServer(GunicornServer):
-    """The receiver's gunicorn settings (workers, threads, gthread, keep-alive), serving the trivial app."""
+    """The receiver's gunicorn settings (workers, gevent, keep-alive), serving the trivial app."""
 
     def load(self) -> Any:
         """The trivial app instead of the receiver."""
@@ -36,13 +36,12 @@ class TrivialServer(GunicornServer):
 
 
 def main() -> None:
-    """``python -m bench.trivial --bind HOST:PORT --workers N --threads N``."""
+    """``python -m bench.trivial --bind HOST:PORT --workers N``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bind", required=True)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
-    options = ServerOptions(bind=args.bind, workers=args.workers, threads=args.threads)
+    options = ServerOptions(bind=args.bind, workers=args.workers)
     TrivialServer(Config(influx=None, log_level="WARNING"), options).run()
 
 

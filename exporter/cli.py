@@ -198,12 +198,13 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
     help="Worker processes. [env AXIS_EXPORTER_WORKERS]",
 )
 @click.option(
-    "--threads",
-    envvar="AXIS_EXPORTER_THREADS",
-    type=click.IntRange(1, 256),
-    default=4,
+    "--connections",
+    envvar="AXIS_EXPORTER_CONNECTIONS",
+    type=click.IntRange(10, 100_000),
+    default=1000,
     show_default=True,
-    help="Threads per worker. [env AXIS_EXPORTER_THREADS]",
+    help="Open connections per worker (each is a greenlet; slow and idle ones are closed at their "
+    "deadline). [env AXIS_EXPORTER_CONNECTIONS]",
 )
 @click.option(
     "--certfile",
@@ -230,7 +231,7 @@ def serve(
     bind: str,
     admin_bind: str,
     workers: int,
-    threads: int,
+    connections: int,
     certfile: str | None,
     keyfile: str | None,
     local_dir: Path,
@@ -255,18 +256,18 @@ def serve(
         reset_multiprocess_dir(multiproc_dir)
         config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
         options = ServerOptions(
-            bind=bind, workers=workers, threads=threads, certfile=certfile, keyfile=keyfile
+            bind=bind, workers=workers, worker_connections=connections, certfile=certfile, keyfile=keyfile
         )
         with _local_influx(config, local_dir) as effective:
             assert effective.influx is not None
             log.info(
-                "axis-exporter %s: pushes on %s://%s (%d workers x %d threads), admin on http://%s, "
+                "axis-exporter %s: pushes on %s://%s (%d workers x %d connections), admin on http://%s, "
                 "writing to %s bucket %s",
                 __version__,
                 "https" if certfile else "http",
                 bind,
                 workers,
-                threads,
+                connections,
                 admin_bind,
                 effective.influx.shown_url,
                 effective.influx.bucket,

@@ -6,7 +6,6 @@ fields sorted by key, same escaping); tests hold the two side by side.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -378,9 +377,6 @@ class ConvertedPush:
         if self._pieces is not None:
             for piece in self._pieces:
                 self._converter.convert(piece, self._result)
-                # Runs in the writer's helper thread: let the thread waiting for InfluxDB's answer take
-                # the GIL now rather than after the interpreter's 5 ms switch interval.
-                time.sleep(0)
                 while len(lines) >= chunk_lines:
                     yield Chunk("\n".join(lines[:chunk_lines]), chunk_lines)
                     del lines[:chunk_lines]

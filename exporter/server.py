@@ -1,4 +1,4 @@
-"""Runs the app under gunicorn (several worker processes, each with a few threads)."""
+"""Runs the app under gunicorn: several event-driven (gevent) worker processes and the admin process."""
 
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ class ServerOptions:
 
     bind: str = "0.0.0.0:8080"
     workers: int = 2
-    threads: int = 4
     certfile: str | None = None
     keyfile: str | None = None
     # gunicorn's worker heartbeat (seconds).
@@ -287,7 +286,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
         settings: dict[str, Any] = {
             "bind": [self.options.bind],
             "workers": self.options.workers,
-            "threads": self.options.threads,
             "worker_class": deadline_worker_class(self.config.client_timeout_seconds),
             # Connections per worker: idle ones cost a greenlet; the head deadline closes them.
             "worker_connections": self.options.worker_connections,

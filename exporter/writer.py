@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -25,6 +24,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
+from exporter.ahead import Ahead
 from exporter.config import InfluxConfig
 from exporter.logsafe import loggable
 
@@ -85,52 +85,6 @@ def _error_message(exc: ApiException) -> str:
     # A proxy in front of InfluxDB answers HTML: its text, not its markup, says what happened.
     text = match.group(1) if match else " ".join(_MARKUP.sub(" ", body).split()) or exc.reason or ""
     return f"InfluxDB answered {exc.status}: {loggable(text, 300)}"
-
-
-_AHEAD_CHUNKS = 2
-
-
-class _Ahead:
-    """Iterates ``chunks`` in a helper thread (started at once), up to ``_AHEAD_CHUNKS`` ahead."""
-
-    def __init__(self, chunks: Iterator[Chunk]) -> None:
-        self._chunks = chunks
-        self._handoff: queue.Queue[tuple[Chunk | None, BaseException | None]] = queue.Queue(_AHEAD_CHUNKS)
-        self._stop = threading.Event()
-        self._producer = threading.Thread(target=self._produce, name="axis-exporter-convert", daemon=True)
-        self._producer.start()
-
-    def _hand(self, item: tuple[Chunk | None, BaseException | None]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for chunk in self._chunks:
-                if not self._hand((chunk, None)):
-                    return
-            self._hand((None, None))
-        except BaseException as exc:
-            self._hand((None, exc))
-
-    def __iter__(self) -> Iterator[Chunk]:
-        while True:
-            chunk, error = self._handoff.get()
-            if error is not None:
-                raise error
-            if chunk is None:
-                return
-            yield chunk
-
-    def close(self) -> None:
-        """Stop the helper thread (at its next chunk) and wait for it."""
-        self._stop.set()
-        self._producer.join()
 
 
 class _Pending:
@@ -211,7 +165,7 @@ class InfluxWriter:
             return self._write_chunk(first)
         # Build the next chunks in another thread while InfluxDB stores this one (it runs elsewhere).
         outcome = WriteOutcome()
-        ahead = _Ahead(iterator)
+        ahead = Ahead(iterator)
         try:
             for chunk in itertools.chain((first, second), ahead):
                 outcome.add(self._write_chunk(chunk))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +138,38 @@ def test_certificate_for_another_host_is_refused(
         summary
     )
     assert everything_in(influx, bucket) == [], "a push to a receiver with the wrong name was stored"
+
+
+@pytest.mark.parametrize(
+    ("version", "ciphers", "accepted"),
+    [
+        (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-GCM-SHA256", True),
+        (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-CHACHA20-POLY1305", True),
+        (ssl.TLSVersion.TLSv1_3, None, True),
+        (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-SHA:AES128-SHA:AES256-SHA256", False),  # CBC suites
+        (ssl.TLSVersion.TLSv1_1, "DEFAULT@SECLEVEL=0", False),
+    ],
+    ids=["tls12-gcm", "tls12-chacha20", "tls13", "tls12-cbc", "tls11"],
+)
+def test_tls_is_1_2_or_later_with_aead_suites_only(
+    exporter_server: ExporterFactory,
+    certs_dir: Path,
+    version: ssl.TLSVersion,
+    ciphers: str | None,
+    accepted: bool,
+) -> None:
+    server = https_exporter(exporter_server, certs_dir)
+    context = ssl.create_default_context(cafile=str(certs_dir / "CA-cert.pem"))
+    context.minimum_version = context.maximum_version = version
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+            context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+        ):
+            handshake = tls.version(), tls.cipher()
+    except (ssl.SSLError, ConnectionResetError) as exc:
+        assert not accepted, f"{version.name} {ciphers} refused: {exc}"
+        return
+    assert accepted, f"{version.name} {ciphers} was accepted: {handshake}"

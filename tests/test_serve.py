@@ -104,9 +104,7 @@ def test_cli_import_leaves_prometheus_client_unloaded() -> None:
 def test_a_client_trickling_its_body_is_cut_off_and_others_still_get_through(
     exporter_server: ExporterFactory, influx: LocalInflux, bucket: str
 ) -> None:
-    server = exporter_server(
-        workers=1, env={"AXIS_EXPORTER_THREADS": "2", "AXIS_EXPORTER_CLIENT_TIMEOUT": "2"}
-    )
+    server = exporter_server(workers=1, env={"AXIS_EXPORTER_CLIENT_TIMEOUT": "2"})
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
         slow.sendall(
             b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
