@@ -179,10 +179,11 @@ def init(spec: ContainerSpec) -> None:
     rootfs = Path(spec.rootfs)
     rootfs.mkdir(parents=True, exist_ok=True)
     _mount("--bind", str(rootfs), str(rootfs))  # a mount of its own, so it can be made read-only
-    _host_runtime(rootfs, spec.host_paths)
     image_dirs = _image_dirs(rootfs, [DirSpec(**d) if isinstance(d, dict) else d for d in spec.image_dirs])
     for mount in spec.mounts:
         _apply_mount(rootfs, MountSpec(**mount) if isinstance(mount, dict) else mount, image_dirs)
+    # Last, so that a service's tmpfs on /tmp does not hide a checkout under /tmp (a CI clone).
+    _host_runtime(rootfs, spec.host_paths)
     if spec.read_only:
         _mount("-o", "remount,bind,ro", str(rootfs))
     os.chroot(rootfs)
