@@ -151,6 +151,7 @@ def test_exporter_restarted_and_crashed_mid_run_every_interval_stored_once(
     config = fault_config(server.url)
 
     def crash() -> None:
+        plan.join()  # the restart must be complete (admin listener included) before the crash
         process = server.process
         assert process is not None
         for pid in [*server.worker_pids(), process.pid]:
