@@ -9,7 +9,9 @@ InfluxDB stores the previous chunk.
 
 from __future__ import annotations
 
+import html
 import itertools
+import json
 import logging
 import re
 import threading
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 _REFUSED_STATUSES = frozenset({400, 422})
 _DROPPED = re.compile(r"dropped=(\d+)")
 _MARKUP = re.compile(r"<[^>]*>")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _ERROR_TEXT = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -79,12 +82,29 @@ class WriteOutcome:
 
 
 def _error_message(exc: ApiException) -> str:
-    """InfluxDB's own error text from a failed write (v1 says "error", v2 says "message")."""
+    """One line saying why a write failed: InfluxDB's own error text, or the title of a proxy's page."""
     body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+    return f"InfluxDB answered {exc.status}: {loggable(_error_text(body, exc.status, exc.reason), 300)}"
+
+
+def _error_text(body: str, status: object, reason: object) -> str:
+    """What ``body`` says went wrong, in one line (v1 says "error", v2 says "message")."""
     match = _ERROR_TEXT.search(body)
-    # A proxy in front of InfluxDB answers HTML: its text, not its markup, says what happened.
-    text = match.group(1) if match else " ".join(_MARKUP.sub(" ", body).split()) or exc.reason or ""
-    return f"InfluxDB answered {exc.status}: {loggable(text, 300)}"
+    if match:
+        try:
+            text = str(json.loads(f'"{match.group(1)}"'))
+        except ValueError:
+            text = match.group(1)
+    elif _MARKUP.search(body):
+        # A proxy in front of InfluxDB (nginx's 502 when InfluxDB is down) answers a whole HTML page: its
+        # title says what happened; the markup, the repeated heading and the server's signature do not.
+        title = _TITLE.search(body)
+        text = html.unescape(_MARKUP.sub(" ", title.group(1) if title else body)).strip()
+        text = text.removeprefix(f"{status} ").strip() or str(reason or "")
+        text += " (an HTML page from a proxy in front of InfluxDB)"
+    else:
+        text = body or str(reason or "")
+    return " ".join(text.split())
 
 
 class _Pending:
