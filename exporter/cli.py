@@ -25,6 +25,7 @@ from exporter.config import Config, ConfigError, InfluxConfig, load_config
 log = logging.getLogger("exporter")
 
 LOCAL_BUCKET = "axis"
+# Preferred ports of the local InfluxDB; free ones are used when another process holds these.
 LOCAL_INFLUXD_PORT = 8186
 LOCAL_BRIDGE_PORT = 8187
 # Free in Prometheus' "Default port allocations" list (see README, Admin listener).
@@ -74,26 +75,40 @@ def main() -> None:
 
 @contextlib.contextmanager
 def _local_influx(config: Config, directory: Path) -> Iterator[Config]:
-    """Start a local InfluxDB when none is configured, so a newcomer gets a working receiver at once."""
+    """Start a local InfluxDB when none is configured, so a newcomer gets a working receiver at once.
+
+    It is always one this ``serve`` started: the directory is locked (a second ``serve`` in it refuses),
+    and the preferred ports give way to free ones when another process holds them.
+    """
     if config.influx is not None:
         yield config
         return
-    from exporter.localdb import LocalInflux, LocalInfluxError
+    from exporter.localdb import LocalInflux, LocalInfluxBusy, LocalInfluxError
 
-    local = LocalInflux(
-        directory / "influxdb", influxd_port=LOCAL_INFLUXD_PORT, bridge_port=LOCAL_BRIDGE_PORT
-    )
+    local = LocalInflux(directory / "influxdb", preferred_ports=(LOCAL_INFLUXD_PORT, LOCAL_BRIDGE_PORT))
     try:
         local.start()
         local.create_database(LOCAL_BUCKET)
+    except LocalInfluxBusy as exc:
+        local.close()
+        raise click.ClickException(
+            f"INFLUXDB_V2_URL is not set, and the local InfluxDB in {directory} belongs to another "
+            f"serve: {exc.holder}. Stop that one, give this one its own --local-dir "
+            "(AXIS_EXPORTER_LOCAL_DIR), or set INFLUXDB_V2_URL to an InfluxDB you run."
+        ) from None
     except LocalInfluxError as exc:
         local.close()
         raise click.ClickException(
             f"INFLUXDB_V2_URL is not set and a local InfluxDB could not start: {exc}"
-        ) from exc
+        ) from None
+    for note in local.moved:
+        log.warning("local InfluxDB: %s", note)
     log.warning(
-        "INFLUXDB_V2_URL is not set: using a local InfluxDB with data in %s. Look at what arrives with: "
+        "INFLUXDB_V2_URL is not set: using a local InfluxDB (influxd on 127.0.0.1:%d, its write bridge on "
+        "127.0.0.1:%d) with data in %s. Look at what arrives with: "
         "curl -sG %s/query --data-urlencode db=%s --data-urlencode 'q=SELECT * FROM people_count'",
+        local.influxd_port,
+        local.bridge_port,
         local.base_dir,
         local.influxd_url,
         LOCAL_BUCKET,
@@ -224,8 +239,8 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".axis-exporter"),
     show_default=True,
-    help="Where the local InfluxDB keeps its data when INFLUXDB_V2_URL is not set. "
-    "[env AXIS_EXPORTER_LOCAL_DIR]",
+    help="Where the local InfluxDB keeps its data when INFLUXDB_V2_URL is not set (one serve per "
+    "directory). [env AXIS_EXPORTER_LOCAL_DIR]",
 )
 def serve(
     bind: str,
@@ -244,22 +259,24 @@ def serve(
     if bool(certfile) != bool(keyfile):
         raise click.ClickException("--certfile and --keyfile go together: give both or neither")
     configure_logging(config.log_level)
-    try:
-        admin_socket = listen_admin(admin_bind, "--admin-bind (AXIS_EXPORTER_ADMIN_BIND)")
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    with admin_socket, _metrics_dir(config.prometheus_multiproc_dir) as multiproc_dir:
-        # prometheus_client picks its multiprocess storage when first imported: set the variable first.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
-        from exporter.server import AdminProcess, GunicornServer, ServerOptions, reset_multiprocess_dir
+    # The local InfluxDB first: a second serve in the same --local-dir then says so, whatever else it shares.
+    with _local_influx(config, local_dir) as config:
+        influx = config.influx
+        assert influx is not None
+        try:
+            admin_socket = listen_admin(admin_bind, "--admin-bind (AXIS_EXPORTER_ADMIN_BIND)")
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        with admin_socket, _metrics_dir(config.prometheus_multiproc_dir) as multiproc_dir:
+            # prometheus_client picks its multiprocess storage when first imported: set the variable first.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+            from exporter.server import AdminProcess, GunicornServer, ServerOptions, reset_multiprocess_dir
 
-        reset_multiprocess_dir(multiproc_dir)
-        config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
-        options = ServerOptions(
-            bind=bind, workers=workers, worker_connections=connections, certfile=certfile, keyfile=keyfile
-        )
-        with _local_influx(config, local_dir) as effective:
-            assert effective.influx is not None
+            reset_multiprocess_dir(multiproc_dir)
+            config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
+            options = ServerOptions(
+                bind=bind, workers=workers, worker_connections=connections, certfile=certfile, keyfile=keyfile
+            )
             log.info(
                 "axis-exporter %s: pushes on %s://%s (%d workers x %d connections), admin on http://%s, "
                 "writing to %s bucket %s",
@@ -269,8 +286,8 @@ def serve(
                 workers,
                 connections,
                 admin_bind,
-                effective.influx.shown_url,
-                effective.influx.bucket,
+                influx.shown_url,
+                influx.bucket,
             )
-            _warn_if_unreachable(effective.influx)
-            GunicornServer(effective, options, AdminProcess(admin_socket, effective)).run()
+            _warn_if_unreachable(influx)
+            GunicornServer(config, options, AdminProcess(admin_socket, config)).run()
