@@ -30,7 +30,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import __version__
-from exporter.sensors import DATABASE_FILE, SensorPush, SensorRegistry
+from exporter.sensors import SensorPush, SensorRegistry
+from exporter.statedb import DATABASE_FILE
 
 log = logging.getLogger(__name__)
 

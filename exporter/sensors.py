@@ -5,11 +5,9 @@ against: the name is a label that the next push from that serial replaces, so a 
 sensor, and another camera's name cannot take over its numbers. At most ``max_sensors`` serials are
 kept, counted over all workers together, so forged serials cannot grow the scrape without bound.
 
-The store is one SQLite database in the receiver's private runtime directory (the multiprocess metrics
-directory under ``serve``): each worker writes a sensor's row in one short transaction after a push was
-stored, and the admin process reads the rows for each scrape. SQLite's locking keeps concurrent writers
-and a worker killed in the middle of a write safe. Without a directory (tests, a single process), the
-database lives in memory.
+The rows are a table of the shared runtime database (``statedb``): each worker writes a sensor's row in
+one short transaction after a push was stored, and the admin process reads the rows for each scrape and
+for the status page. Without a directory (tests, a single process), the database lives in memory.
 """
 
 from __future__ import annotations
@@ -20,11 +18,25 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter import statedb
+
 log = logging.getLogger(__name__)
 
-DATABASE_FILE = "sensors.sqlite"
 # Devices send at most every 15 minutes: a push covering more is a re-send after an outage.
 MAX_SEND_INTERVAL_SECONDS = 15 * 60
+# When a sensor counts as quiet: the missing-push alerts (prometheus/alerts.yml, and Grafana's rule from
+# grafana/build_dashboards.py, which imports these) and the status page use the same numbers.
+QUIET_FACTOR = 3
+QUIET_MIN_SECONDS = 300
+QUIET_UNKNOWN_INTERVAL_SECONDS = QUIET_FACTOR * MAX_SEND_INTERVAL_SECONDS
+
+
+def quiet_threshold(push_interval: int | None) -> int:
+    """Seconds without a push after which a sensor counts as quiet (about three missed pushes)."""
+    if push_interval is None:
+        return QUIET_UNKNOWN_INTERVAL_SECONDS
+    return max(QUIET_FACTOR * push_interval, QUIET_MIN_SECONDS)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sensors (
@@ -38,14 +50,21 @@ CREATE TABLE IF NOT EXISTS sensors (
     last_push REAL NOT NULL,
     last_interval_end INTEGER,
     push_interval INTEGER,
-    intervals_total INTEGER NOT NULL
+    intervals_total INTEGER NOT NULL,
+    -- The newest answer to a push from this serial, whatever it was (a 403 or a 503 too).
+    last_answer_at REAL,
+    last_status INTEGER,
+    last_result TEXT,
+    last_message TEXT
 )
 """
 # Times only move forward: a re-send of older intervals, or pushes stored out of order by two workers,
 # never move the last push or the last interval end back.
 _UPSERT = """
-INSERT INTO sensors VALUES (:serial, :name, :application, :application_version, :timezone, :ip_address,
-                            :source_address, :last_push, :last_interval_end, :push_interval, :intervals)
+INSERT INTO sensors (serial, name, application, application_version, timezone, ip_address, source_address,
+                     last_push, last_interval_end, push_interval, intervals_total)
+VALUES (:serial, :name, :application, :application_version, :timezone, :ip_address, :source_address,
+        :last_push, :last_interval_end, :push_interval, :intervals)
 ON CONFLICT (serial) DO UPDATE SET
     name = excluded.name,
     application = excluded.application,
@@ -94,6 +113,10 @@ class SensorState:
     last_interval_end: int | None
     push_interval: int | None
     intervals_total: int
+    last_answer_at: float | None = None
+    last_status: int | None = None
+    last_result: str | None = None
+    last_message: str | None = None
 
 
 class SensorRegistry:
@@ -108,11 +131,7 @@ class SensorRegistry:
     def _connect(self) -> sqlite3.Connection:
         # Opened on first use, so that each process (gunicorn forks after start-up) has its own.
         if self._connection is None:
-            target = str(self.path) if self.path is not None else ":memory:"
-            connection = sqlite3.connect(target, timeout=5, check_same_thread=False, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            # Runtime state, rebuilt from the next pushes if lost: no need to wait for the disk.
-            connection.execute("PRAGMA synchronous=OFF")
+            connection = statedb.connect(self.path)
             connection.execute(_SCHEMA)
             self._connection = connection
         return self._connection
@@ -157,6 +176,15 @@ class SensorRegistry:
                 connection.execute("ROLLBACK")
                 raise
         return True
+
+    def note_answer(self, serial: str, answered_at: float, status: int, result: str, message: str) -> None:
+        """Remember the answer to a push from ``serial``, if it is a known sensor (so no row is added)."""
+        with self._lock:
+            self._connect().execute(
+                "UPDATE sensors SET last_answer_at = ?, last_status = ?, last_result = ?, last_message = ? "
+                "WHERE serial = ? AND (last_answer_at IS NULL OR last_answer_at <= ?)",
+                (answered_at, status, result, message, serial, answered_at),
+            )
 
     def sensors(self) -> list[SensorState]:
         """Every sensor, by serial."""

@@ -21,7 +21,8 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from exporter.config import Config
 from exporter.readdeadline import ReadDeadlineWatchdog
-from exporter.sensors import DATABASE_FILE
+from exporter.statedb import DATABASE_FILE
+from exporter.status import ListenerInfo
 
 log = logging.getLogger("exporter")
 
@@ -157,9 +158,10 @@ class AdminProcess:
     bookkeeping does not see it; ``ReceiverArbiter`` calls the hooks below from the master's loop.
     """
 
-    def __init__(self, listening: socket.socket, config: Config) -> None:
+    def __init__(self, listening: socket.socket, config: Config, listener: ListenerInfo) -> None:
         self.listening = listening
         self.config = config
+        self.listener = listener
         self.pid = 0
         self._started_at = 0.0
 
@@ -180,7 +182,7 @@ class AdminProcess:
                 listener.close()
             from exporter.admin import run_admin_process
 
-            run_admin_process(self.listening, self.config, arbiter.pid)
+            run_admin_process(self.listening, self.config, arbiter.pid, self.listener)
         except BaseException:
             log.exception("admin process failed")
             status = 1

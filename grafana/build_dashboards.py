@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from exporter.sensors import QUIET_FACTOR, QUIET_MIN_SECONDS, QUIET_UNKNOWN_INTERVAL_SECONDS
+
 GRAFANA_DIR = Path(__file__).resolve().parent
 DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 ALERT_RULES_FILE = GRAFANA_DIR / "provisioning" / "alerting" / "rules.yaml"
@@ -43,12 +45,10 @@ GRAFANA_DS = {"type": "grafana", "uid": "-- Grafana --"}
 # max_over_time/last_over_time over a week keep a sensor visible after an exporter restart (the gauges
 # start empty until the sensor pushes again) and keep a silent sensor alerting instead of letting its
 # series vanish, which Grafana would treat as resolved.
+# The thresholds are the receiver's own (its status page uses them too): 3 x the send interval, at least
+# 300 s, and before the interval is known (only a test connection so far) 3 x the longest one (15 min).
+# prometheus/alerts.yml uses the same numbers.
 QUIET_LOOKBACK = "7d"
-QUIET_FACTOR = 3
-QUIET_MIN_SECONDS = 300
-# Before a sensor's send interval is known (only a test connection so far), allow the longest interval
-# a device can be set to (15 min) three times over; prometheus/alerts.yml uses the same numbers.
-QUIET_UNKNOWN_INTERVAL_SECONDS = 3 * 15 * 60
 
 
 # A sensor is its serial; its name comes from a series of its own whose value is the time of the last push

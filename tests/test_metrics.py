@@ -20,8 +20,9 @@ from exporter.metrics import (
     Metrics,
     exposition,
 )
-from exporter.sensors import DATABASE_FILE, SensorPush, SensorRegistry
+from exporter.sensors import SensorPush, SensorRegistry
 from exporter.server import reset_multiprocess_dir
+from exporter.statedb import DATABASE_FILE
 from tests.conftest import admin_app_for
 from tests.support import payload
 
