@@ -11,9 +11,11 @@ protocol) -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store for what 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from exporter.lineprotocol import ConvertedPush, parse_body
 from exporter.logsafe import loggable
 from exporter.metrics import Metrics
 from exporter.payload import PayloadError, Push, Rejected
+from exporter.pushlog import PushLog, PushRecord
 from exporter.readdeadline import ReadDeadlineWatchdog
 from exporter.sensors import SensorPush
 from exporter.writer import InfluxWriter, StorageUnavailable
@@ -43,6 +46,9 @@ _READ_CHUNK = 1 << 20
 LANDING_TEXT = (
     "axis-exporter: the receiver of Axis people counters' Generic Data Push.\n"
     "Cameras POST their counts to /push (see the camera's Push Reporting settings).\n"
+    "The status page (sensors, recent pushes, what to type into a camera) is on the admin listener\n"
+    "(serve --admin-bind; http://127.0.0.1:10464/ unless configured otherwise), not here.\n"
+    "Documentation: the README of axis-exporter.\n"
 )
 _ACCEPTED_TYPES = frozenset({"", "application/json", "text/json", "text/plain", "application/octet-stream"})
 
@@ -60,6 +66,13 @@ class PushError(Exception):
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """A JSON answer: the camera only reads the status code, people read the body."""
     return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+@dataclass
+class PushTrace:
+    """What is known of the push being answered, for the push log: the serial once the body parsed."""
+
+    serial: str = ""
 
 
 class BodyBudget:
@@ -88,24 +101,33 @@ class PushReceiver:
     """Takes one push from the request to InfluxDB; owns nothing but references to its dependencies."""
 
     def __init__(
-        self, config: Config, writer: InfluxWriter, metrics: Metrics, deadletter: DeadLetterStore
+        self,
+        config: Config,
+        writer: InfluxWriter,
+        metrics: Metrics,
+        deadletter: DeadLetterStore,
+        push_log: PushLog,
     ) -> None:
         self.config = config
         self.writer = writer
         self.metrics = metrics
         self.deadletter = deadletter
+        self.push_log = push_log
         self.read_deadline = ReadDeadlineWatchdog(config.client_timeout_seconds)
         self.body_budget = BodyBudget(config.max_inflight_body_bytes)
 
     def handle(self) -> Response:
         """Answer the current request; every path is counted by result."""
         started = time.perf_counter()
+        arrived_at = time.time()
+        trace = PushTrace()
         try:
-            status, body = self._receive()
+            status, body = self._receive(trace)
             result = body["status"]
             response = json_response(status, body)
+            message = body.get("message", "")
         except PushError as exc:
-            result = exc.result
+            status, body, result, message = exc.status, {}, exc.result, exc.message
             response = json_response(exc.status, {"status": "error", "message": exc.message}, exc.headers)
             level = logging.WARNING if exc.status != 503 else logging.ERROR
             log.log(
@@ -117,7 +139,30 @@ class PushReceiver:
             )
         self.metrics.pushes.labels(result).inc()
         self.metrics.push_duration.observe(time.perf_counter() - started)
+        record = PushRecord(
+            received_at=arrived_at,
+            source_address=request.remote_addr or "",
+            serial=trace.serial,
+            status=status,
+            result=result,
+            intervals=body.get("intervals", 0),
+            points=body.get("points", 0),
+            message=message,
+        )
+        # Once the answer is on its way: the status page's bookkeeping never delays a camera.
+        response.call_on_close(functools.partial(self._note_answer, record))
         return response
+
+    def _note_answer(self, record: PushRecord) -> None:
+        """Keep ``record`` in the push log and as its sensor's last answer (display state only)."""
+        self.push_log.record(record)
+        if record.serial:
+            try:
+                self.metrics.sensors.note_answer(
+                    record.serial, record.received_at, record.status, record.result, record.message
+                )
+            except sqlite3.Error as exc:
+                log.debug("last answer of %s not recorded: %s", record.serial, exc)
 
     def _authorize(self) -> DeviceToken | None:
         if not self.config.auth_required:
@@ -193,7 +238,7 @@ class PushReceiver:
         self.metrics.deadletter_measurements.inc(max(len(entry.items), 1))
         self.metrics.deadletter_bytes.inc(written)
 
-    def _receive(self) -> tuple[int, dict[str, Any]]:
+    def _receive(self, trace: PushTrace) -> tuple[int, dict[str, Any]]:
         token = self._authorize()
         if request.mimetype not in _ACCEPTED_TYPES and not request.mimetype.endswith("+json"):
             raise PushError(
@@ -215,6 +260,7 @@ class PushReceiver:
             self.body_budget.give_back(len(body))
         del body  # a 90-day push is tens of MB; only its line protocol is needed from here on
         push = parsed.push
+        trace.serial = push.sensor.serial
         # Before any measurement is looked at: a token bound to other serials costs us nothing more.
         if token is not None and not token.allows(push.sensor.serial):
             raise PushError(
@@ -345,6 +391,7 @@ def create_app(
     writer: InfluxWriter | None = None,
     metrics: Metrics | None = None,
     deadletter: DeadLetterStore | None = None,
+    push_log: PushLog | None = None,
 ) -> Flask:
     """Build the WSGI app; dependencies not given are made from ``config`` (default: the environment)."""
     if config is None:
@@ -364,7 +411,9 @@ def create_app(
         )
     if deadletter is None:
         deadletter = DeadLetterStore(config.deadletter_dir, Quotas.from_total(config.deadletter_max_bytes))
-    receiver = PushReceiver(config, writer, metrics, deadletter)
+    if push_log is None:
+        push_log = PushLog(metrics.sensors.path)  # beside the sensor registry, in the runtime database
+    receiver = PushReceiver(config, writer, metrics, deadletter, push_log)
 
     app = Flask("exporter")
     app.extensions["axis_exporter"] = receiver

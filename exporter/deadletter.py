@@ -91,6 +91,11 @@ class DeadLetterStore:
         """Bytes the store holds now, junk included (from disk: several worker processes share it)."""
         return sum(size for _, size in self._files(self.directory)) + self._junk_bytes()
 
+    def usage(self) -> tuple[int, int]:
+        """Entries and bytes the store holds now, junk samples included."""
+        files = self._files(self.directory) + self._files(self.directory / JUNK_DIR)
+        return len(files), sum(size for _, size in files)
+
     def _junk_bytes(self) -> int:
         return sum(size for _, size in self._files(self.directory / JUNK_DIR))
 
