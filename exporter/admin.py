@@ -1,7 +1,9 @@
-"""The admin listener: ``/metrics``, ``/readyz`` and ``/healthz`` over plain HTTP, for the internal network.
+"""The admin listener, plain HTTP for the internal network: the status page and what monitoring needs.
 
-It also takes ``POST /alerts``: where Grafana's alert notifications go until a real destination is set,
-so that they are logged and counted rather than lost.
+``GET /`` is the status page for the person commissioning cameras (``status``), ``/api/status`` the same
+as JSON and ``/ca.pem`` the CA to upload to cameras; ``/metrics``, ``/readyz`` and ``/healthz`` are for
+Prometheus and probes. It also takes ``POST /alerts``: where Grafana's alert notifications go until a
+real destination is set, so that they are logged and counted rather than lost.
 
 Cameras reach the push listener, often across the internet; it serves pushes and nothing else. What
 operators and Prometheus need (per-sensor metrics name every camera) is served here instead, on another
@@ -14,8 +16,10 @@ the same whichever worker is busy, died or was recycled, and the master starts i
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -23,14 +27,18 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from exporter.app import RETRY_AFTER, json_response
 from exporter.config import Config
+from exporter.deadletter import DeadLetterStore, Quotas
+from exporter.influxread import InfluxReader
 from exporter.logsafe import loggable
 from exporter.metrics import Metrics, exposition
+from exporter.pushlog import PushLog
 from exporter.stackcheck import ALERT_SINK_PATH
+from exporter.status import ListenerInfo, StatusSource
 from exporter.writer import InfluxWriter
 
 log = logging.getLogger("exporter")
@@ -40,12 +48,56 @@ CLIENT_TIMEOUT_SECONDS = 10
 # A Grafana notification is a few kB per alert; more is not one.
 MAX_ALERT_BODY_BYTES = 1 << 20
 ALERTS_LOGGED_PER_NOTIFICATION = 5
+STATUS_REFRESH_SECONDS = 15
 
 
-def create_admin_app(config: Config, *, metrics: Metrics, influx: InfluxWriter) -> Flask:
-    """The admin routes; ``influx`` answers whether InfluxDB is reachable (its check is cached 5 s)."""
+def create_admin_app(
+    config: Config, *, metrics: Metrics, influx: InfluxWriter, status: StatusSource | None = None
+) -> Flask:
+    """The admin routes; ``influx`` answers whether InfluxDB is reachable (its check is cached 5 s).
+
+    Without ``status`` (no push listener to describe), ``/`` and ``/api/status`` answer 404.
+    """
     app = Flask("exporter.admin")
     app.config["MAX_CONTENT_LENGTH"] = MAX_ALERT_BODY_BYTES
+    _register_filters(app)
+
+    @app.get("/")
+    def status_page() -> Response | tuple[str, int]:
+        if status is None:
+            return json_response(404, {"status": "error", "message": "no status page in this process"})
+        report = status.report(host=request.host)
+        html = render_template(
+            "status.html",
+            report=report,
+            counts=report.state_counts(),
+            refresh_seconds=STATUS_REFRESH_SECONDS,
+        )
+        return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/status")
+    def status_json() -> Response:
+        if status is None:
+            return json_response(404, {"status": "error", "message": "no status page in this process"})
+        return json_response(200, status.report(host=request.host).as_dict(), {"Cache-Control": "no-store"})
+
+    @app.get("/ca.pem")
+    def ca_certificate() -> Response:
+        pem = status.ca_pem() if status is not None else None
+        if pem is None:
+            return json_response(
+                404,
+                {
+                    "status": "error",
+                    "message": "no CA certificate: the push listener's certificate was not "
+                    "made by `axis-exporter certs` (or it serves plain HTTP)",
+                },
+            )
+        return Response(
+            pem,
+            mimetype="application/x-pem-file",
+            headers={"Content-Disposition": 'attachment; filename="CA-cert.pem"'},
+        )
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -85,6 +137,45 @@ def create_admin_app(config: Config, *, metrics: Metrics, influx: InfluxWriter) 
         return json_response(exc.code or 500, {"status": "error", "message": exc.description or exc.name})
 
     return app
+
+
+def _register_filters(app: Flask) -> None:
+    """How the status page writes durations, times, sizes and answers."""
+
+    @app.template_filter("duration")
+    def duration(seconds: float | None) -> str:
+        if seconds is None:
+            return "-"
+        seconds = int(seconds)
+        if seconds < 120:
+            return f"{seconds} s"
+        if seconds < 7200:
+            return f"{seconds // 60} min"
+        if seconds < 2 * 86400:
+            return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+        return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+    @app.template_filter("utc")
+    def utc(timestamp: float) -> str:
+        return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    @app.template_filter("size")
+    def size(count: int) -> str:
+        for unit in ("bytes", "KiB", "MiB"):
+            if count < 1024:
+                return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+            count //= 1024
+        return f"{count:.1f} GiB"
+
+    @app.template_filter("slug")
+    def slug(text: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+    @app.template_filter("code_class")
+    def code_class(status: int) -> str:
+        if status < 300:
+            return "code-ok"
+        return "code-busy" if status in (408, 503) else "code-bad"
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -135,7 +226,9 @@ def describe_notification(body: bytes) -> str:
     return "; ".join(summaries) + (f"; and {more} more" if more > 0 else "")
 
 
-def run_admin_process(listening: socket.socket, config: Config, parent_pid: int) -> None:
+def run_admin_process(
+    listening: socket.socket, config: Config, parent_pid: int, listener: ListenerInfo
+) -> None:
     """Serve the admin routes until SIGTERM, or until the process that started this one is gone."""
     running = True
 
@@ -148,9 +241,22 @@ def run_admin_process(listening: socket.socket, config: Config, parent_pid: int)
     assert config.influx is not None, "serve always has an InfluxDB"
     metrics = Metrics(None, config.max_sensors, config.prometheus_multiproc_dir)
     influx = InfluxWriter(config.influx, config.write_chunk_lines)
-    server = AdminHTTPServer(listening, create_admin_app(config, metrics=metrics, influx=influx))
+    status = StatusSource(
+        config,
+        listener,
+        sensors=metrics.sensors,
+        push_log=PushLog(metrics.sensors.path),
+        deadletter=DeadLetterStore(config.deadletter_dir, Quotas.from_total(config.deadletter_max_bytes)),
+        reader=InfluxReader(config.influx),
+        influx_reachable=influx.reachable,
+    )
+    app = create_admin_app(config, metrics=metrics, influx=influx, status=status)
+    server = AdminHTTPServer(listening, app)
     server.timeout = 0.5  # how often handle_request returns to look at the flags below
-    log.info("admin listener on http://%s:%d (/metrics, /readyz, /healthz)", *listening.getsockname()[:2])
+    log.info(
+        "admin listener on http://%s:%d (status page /, /api/status, /metrics, /readyz, /healthz)",
+        *listening.getsockname()[:2],
+    )
     try:
         while running and os.getppid() == parent_pid:
             server.handle_request()

@@ -201,7 +201,8 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
     envvar="AXIS_EXPORTER_ADMIN_BIND",
     default=DEFAULT_ADMIN_BIND,
     show_default=True,
-    help="HOST:PORT of the admin listener (/metrics, /readyz, /healthz; plain HTTP, never for cameras). "
+    help="HOST:PORT of the admin listener: the status page, /api/status, /metrics, /readyz, /healthz "
+    "(plain HTTP, never for cameras). "
     "[env AXIS_EXPORTER_ADMIN_BIND]",
 )
 @click.option(
@@ -271,6 +272,7 @@ def serve(
             # prometheus_client picks its multiprocess storage when first imported: set the variable first.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
             from exporter.server import AdminProcess, GunicornServer, ServerOptions, reset_multiprocess_dir
+            from exporter.status import ListenerInfo
 
             reset_multiprocess_dir(multiproc_dir)
             config = dataclasses.replace(config, prometheus_multiproc_dir=multiproc_dir)
@@ -290,4 +292,5 @@ def serve(
                 influx.bucket,
             )
             _warn_if_unreachable(influx)
-            GunicornServer(config, options, AdminProcess(admin_socket, config)).run()
+            listener = ListenerInfo(bind=bind, workers=workers, connections=connections, certfile=certfile)
+            GunicornServer(config, options, AdminProcess(admin_socket, config, listener)).run()

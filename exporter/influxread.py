@@ -1,0 +1,83 @@
+"""Reads from InfluxDB for the status page: InfluxQL over the ``/query`` endpoint.
+
+InfluxDB 2.x answers InfluxQL on ``/query`` for a bucket through its automatic DBRP mapping (database =
+bucket name), with the same ``Authorization: Token`` header as writes; 1.x answers it natively. The
+status page only reads a day of counts and a week of pushes, so this is a small stdlib HTTP client with a
+short timeout rather than a second client library. Errors come back as one line of text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from exporter.config import InfluxConfig
+from exporter.logsafe import loggable
+
+_MARKUP = re.compile(r"<[^>]*>")
+
+
+class InfluxReadError(Exception):
+    """A query that InfluxDB did not answer, or answered with an error; the text is one line."""
+
+
+def quote_regex(value: str) -> str:
+    """``value`` as a literal inside an InfluxQL regex ``/.../``."""
+    return re.escape(value).replace("/", r"\/")
+
+
+class InfluxReader:
+    """InfluxQL queries against the configured bucket."""
+
+    def __init__(self, config: InfluxConfig, timeout_seconds: float = 3.0) -> None:
+        self.config = config
+        self.timeout_seconds = timeout_seconds
+
+    def query(self, statements: list[str]) -> list[list[dict[str, Any]]]:
+        """Run ``statements`` in one request; per statement, one dict per row (tags included, unix time)."""
+        params = urllib.parse.urlencode({"db": self.config.bucket, "epoch": "s"})
+        request = urllib.request.Request(
+            f"{self.config.url.rstrip('/')}/query?{params}",
+            data=urllib.parse.urlencode({"q": ";".join(statements)}).encode(),
+            headers={"Authorization": f"Token {self.config.token}", "Accept": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                document = json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise InfluxReadError(
+                f"InfluxDB at {self.config.shown_url} answered {exc.code} to a query: {_summary(exc.read())}"
+                + (" (the token may not have read access to the bucket)" if exc.code in (401, 403) else "")
+            ) from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise InfluxReadError(f"InfluxDB at {self.config.shown_url} did not answer: {reason}") from None
+        results = document.get("results", []) if isinstance(document, dict) else []
+        tables: list[list[dict[str, Any]]] = []
+        for statement in results:
+            if "error" in statement:
+                raise InfluxReadError(f"InfluxDB refused a query: {loggable(str(statement['error']), 300)}")
+            rows: list[dict[str, Any]] = []
+            for series in statement.get("series", []):
+                tags = series.get("tags") or {}
+                for values in series.get("values", []):
+                    rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
+            tables.append(rows)
+        return tables
+
+
+def _summary(body: bytes) -> str:
+    """One line of an error body: InfluxDB's JSON message, or a proxy's HTML without its markup."""
+    text = body.decode("utf-8", "replace")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        text = str(document.get("message") or document.get("error") or text)
+    return loggable(" ".join(_MARKUP.sub(" ", text).split()) or "no message", 300)
