@@ -25,6 +25,7 @@ from exporter.admin import create_admin_app
 from exporter.app import create_app
 from exporter.config import Config
 from exporter.localdb import LocalInflux, free_port
+from tests.statuskit import Commissioned, commission
 from tests.support import make_config
 
 
@@ -33,6 +34,12 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInflux]:
     """A real influxd 1.x with the nginx v2-write bridge, for the whole test session."""
     with LocalInflux(tmp_path_factory.mktemp("influxdb")) as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def commissioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Commissioned]:
+    """A receiver after an installer's first hour of traffic (tests.statuskit), for the status page tests."""
+    yield from commission(tmp_path_factory.mktemp("commissioned"))
 
 
 @pytest.fixture
