@@ -16,9 +16,7 @@ import urllib.request
 from typing import Any
 
 from exporter.config import InfluxConfig
-from exporter.logsafe import loggable
-
-_MARKUP = re.compile(r"<[^>]*>")
+from exporter.logsafe import error_body_text, loggable
 
 
 class InfluxReadError(Exception):
@@ -50,8 +48,9 @@ class InfluxReader:
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 document = json.load(response)
         except urllib.error.HTTPError as exc:
+            text = error_body_text(exc.read().decode("utf-8", "replace"), exc.code, exc.reason)
             raise InfluxReadError(
-                f"InfluxDB at {self.config.shown_url} answered {exc.code} to a query: {_summary(exc.read())}"
+                f"InfluxDB at {self.config.shown_url} answered {exc.code} to a query: {loggable(text, 300)}"
                 + (" (the token may not have read access to the bucket)" if exc.code in (401, 403) else "")
             ) from None
         except (OSError, ValueError) as exc:
@@ -69,15 +68,3 @@ class InfluxReader:
                     rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
             tables.append(rows)
         return tables
-
-
-def _summary(body: bytes) -> str:
-    """One line of an error body: InfluxDB's JSON message, or a proxy's HTML without its markup."""
-    text = body.decode("utf-8", "replace")
-    try:
-        document = json.loads(text)
-    except ValueError:
-        document = None
-    if isinstance(document, dict):
-        text = str(document.get("message") or document.get("error") or text)
-    return loggable(" ".join(_MARKUP.sub(" ", text).split()) or "no message", 300)

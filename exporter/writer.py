@@ -9,9 +9,7 @@ InfluxDB stores the previous chunk.
 
 from __future__ import annotations
 
-import html
 import itertools
-import json
 import logging
 import re
 import threading
@@ -28,7 +26,7 @@ from influxdb_client.rest import ApiException
 
 from exporter.ahead import Ahead
 from exporter.config import InfluxConfig
-from exporter.logsafe import loggable
+from exporter.logsafe import error_body_text, loggable
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +34,6 @@ log = logging.getLogger(__name__)
 # same points cannot succeed, so they go to the dead-letter store. Everything else means "not now".
 _REFUSED_STATUSES = frozenset({400, 422})
 _DROPPED = re.compile(r"dropped=(\d+)")
-_MARKUP = re.compile(r"<[^>]*>")
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_ERROR_TEXT = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 class Chunk(NamedTuple):
@@ -84,27 +79,7 @@ class WriteOutcome:
 def _error_message(exc: ApiException) -> str:
     """One line saying why a write failed: InfluxDB's own error text, or the title of a proxy's page."""
     body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
-    return f"InfluxDB answered {exc.status}: {loggable(_error_text(body, exc.status, exc.reason), 300)}"
-
-
-def _error_text(body: str, status: object, reason: object) -> str:
-    """What ``body`` says went wrong, in one line (v1 says "error", v2 says "message")."""
-    match = _ERROR_TEXT.search(body)
-    if match:
-        try:
-            text = str(json.loads(f'"{match.group(1)}"'))
-        except ValueError:
-            text = match.group(1)
-    elif _MARKUP.search(body):
-        # A proxy in front of InfluxDB (nginx's 502 when InfluxDB is down) answers a whole HTML page: its
-        # title says what happened; the markup, the repeated heading and the server's signature do not.
-        title = _TITLE.search(body)
-        text = html.unescape(_MARKUP.sub(" ", title.group(1) if title else body)).strip()
-        text = text.removeprefix(f"{status} ").strip() or str(reason or "")
-        text += " (an HTML page from a proxy in front of InfluxDB)"
-    else:
-        text = body or str(reason or "")
-    return " ".join(text.split())
+    return f"InfluxDB answered {exc.status}: {loggable(error_body_text(body, exc.status, exc.reason), 300)}"
 
 
 class _Pending:
