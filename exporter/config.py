@@ -103,6 +103,8 @@ class Config:
     client_timeout_seconds: int = DEFAULT_CLIENT_TIMEOUT_SECONDS
     limits: PushLimits = PushLimits()
     log_level: str = "INFO"
+    # The push URL cameras use, as the status page shows it (behind NAT or a proxy it cannot be guessed).
+    public_url: str = ""
     prometheus_multiproc_dir: Path | None = None
 
     @property
@@ -235,6 +237,12 @@ def load_config(env: Mapping[str, str]) -> Config:
     log_level = env.get("AXIS_EXPORTER_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"AXIS_EXPORTER_LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    public_url = env.get("AXIS_EXPORTER_PUBLIC_URL", "").strip()
+    if public_url and not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", public_url):
+        raise ConfigError(
+            f"AXIS_EXPORTER_PUBLIC_URL={public_url!r}: give the URL cameras push to, such as "
+            "https://counters.example.com/push (http or https, no credentials)"
+        )
     return Config(
         influx=_influx(env),
         device_tokens=tokens,
@@ -251,6 +259,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         ),
         limits=limits,
         log_level=log_level,
+        public_url=public_url,
         prometheus_multiproc_dir=(
             Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None
         ),

@@ -333,7 +333,9 @@ class StatusSource:
         return counts
 
     def _push_url(self, host: str) -> str:
-        """The URL cameras push to, as well as it can be known from here."""
+        """The URL cameras push to: AXIS_EXPORTER_PUBLIC_URL, else as well as it can be known from here."""
+        if self.config.public_url:
+            return self.config.public_url
         bind_host, _, port = self.listener.bind.rpartition(":")
         bind_host = bind_host.strip("[]")
         if self.tls.hosts:

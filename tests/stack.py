@@ -124,6 +124,22 @@ class Service:
         return found
 
 
+def published_ports(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """A resolved service's published ports as (host address, container port); "" is every address.
+
+    docker-compose 1.x prints a port with a host address in the short syntax (HOST:PUBLISHED:TARGET/tcp)
+    and the others in the long one; Compose v2 prints all in the long one, with ``host_ip``.
+    """
+    ports = []
+    for port in service.get("ports") or []:
+        if isinstance(port, str):
+            parts = port.split("/")[0].split(":")
+            ports.append((parts[0] if len(parts) == 3 else "", int(parts[-1])))
+        else:
+            ports.append((str(port.get("host_ip", "")), int(port["target"])))
+    return ports
+
+
 def service(resolved: dict[str, Any], name: str) -> Service:
     """One service of a resolved compose file."""
     return Service(name, resolved["services"][name])

@@ -33,6 +33,7 @@ from tests.stack import (
     dockerfile_image,
     env_text,
     env_values,
+    published_ports,
     resolve,
     service,
 )
@@ -140,14 +141,28 @@ def test_images_are_pinned_to_exact_patched_releases(resolved: dict[str, Any]) -
     assert release(base.group(1)) >= PYTHON_AT_LEAST
 
 
-def test_only_the_push_listener_and_grafana_are_published(resolved: dict[str, Any]) -> None:
-    published = {
-        name: sorted(int(port["target"]) for port in svc.get("ports", []))
+def test_only_the_push_listener_and_grafana_are_published_and_the_admin_listener_on_loopback(
+    resolved: dict[str, Any],
+) -> None:
+    """The admin listener (status page, per-sensor metrics) is plain HTTP: never beyond this host."""
+    image = dockerfile_image()
+    push_port = int(image.env["AXIS_EXPORTER_BIND"].rpartition(":")[2])
+    admin_port = int(image.env["AXIS_EXPORTER_ADMIN_BIND"].rpartition(":")[2])
+    everywhere = {
+        name: [target for host, target in published_ports(svc) if not host]
         for name, svc in resolved["services"].items()
-        if svc.get("ports")
     }
-    push_port = int(dockerfile_image().env["AXIS_EXPORTER_BIND"].rpartition(":")[2])
-    assert published == {"exporter": [push_port], "grafana": [3000]}
+    assert {name: ports for name, ports in everywhere.items() if ports} == {
+        "exporter": [push_port],
+        "grafana": [3000],
+    }
+    loopback = {
+        (name, target, host)
+        for name, svc in resolved["services"].items()
+        for host, target in published_ports(svc)
+        if host
+    }
+    assert loopback == {("exporter", admin_port, "127.0.0.1")}
 
 
 def test_prometheus_scrapes_the_admin_listener_and_has_no_lifecycle_api(resolved: dict[str, Any]) -> None:
@@ -236,8 +251,12 @@ def test_each_service_gets_its_own_influxdb_token(resolved: dict[str, Any]) -> N
     script = INIT_SCRIPT.read_text(encoding="utf-8")
     assert os.access(INIT_SCRIPT, os.X_OK), "the influxdb image only runs executable *.sh init scripts"
     image = dockerfile_image()
-    assert f"create_token exporter.token {image.uid} " in script and "--write-bucket" in script
-    assert f"create_token grafana.token {GRAFANA_UID} " in script and "--read-bucket" in script
+    calls = {line.split()[1]: line for line in script.splitlines() if line.startswith("create_token ")}
+    assert calls["exporter.token"].startswith(f"create_token exporter.token {image.uid} ")
+    # Writes, and reads today's counts for the status page.
+    assert calls["exporter.token"].endswith("--write-bucket --read-bucket")
+    assert calls["grafana.token"].startswith(f"create_token grafana.token {GRAFANA_UID} ")
+    assert calls["grafana.token"].endswith("--read-bucket"), "Grafana only reads"
     exporter_env = service(resolved, "exporter").environment
     assert exporter_env["INFLUXDB_V2_TOKEN_FILE"] == "/var/lib/axis-tokens/exporter.token"
     assert "INFLUXDB_V2_TOKEN" not in exporter_env, "the exporter must not get the admin token"

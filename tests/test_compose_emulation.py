@@ -234,6 +234,15 @@ def test_the_exporter_service_runs_stores_a_push_and_is_scraped(
     assert len(influx.query(bucket, f"SELECT * FROM people_count WHERE serial = '{serial}'")) == 6
     assert requests.get(f"{push_url}/metrics", timeout=10, verify=verify).status_code == 404
 
+    # The status page, as the container serves it: the sensor, and today's counts read with the
+    # exporter's own token (create-tokens.sh gives it read access too).
+    status = requests.get(f"{admin_url}/api/status", timeout=30).json()
+    assert status["counts_message"] == "", status["counts_message"]
+    assert [row["serial"] for row in status["sensors"] if row["state"] == "receiving"] == [serial]
+    assert status["receiver"]["tls"] is https
+    if https:
+        assert status["camera"]["ca_download"] == "/ca.pem", "certs made the certificate: its CA is offered"
+
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "axis-exporter"]
     job["static_configs"] = [

@@ -60,6 +60,11 @@ def test_device_tokens_with_and_without_serials(tmp_path: Path) -> None:
         ({"AXIS_EXPORTER_TOKENS": ":ACCC8E000001"}, "AXIS_EXPORTER_TOKENS"),
         ({"AXIS_EXPORTER_TOKENS": " , "}, "AXIS_EXPORTER_TOKENS"),
         ({"AXIS_EXPORTER_LOG_LEVEL": "loud"}, "AXIS_EXPORTER_LOG_LEVEL"),
+        ({"AXIS_EXPORTER_PUBLIC_URL": "counters.example.com/push"}, "AXIS_EXPORTER_PUBLIC_URL"),
+        (
+            {"AXIS_EXPORTER_PUBLIC_URL": "https://user:pw@counters.example.com/push"},
+            "AXIS_EXPORTER_PUBLIC_URL",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -82,6 +87,11 @@ def test_token_lists_that_mean_something_else_than_they_seem_are_refused(tokens:
     with pytest.raises(ConfigError, match=re.escape(reason)) as excinfo:
         load_config({"AXIS_EXPORTER_TOKENS": tokens})
     assert str(excinfo.value).startswith("AXIS_EXPORTER_TOKENS, entry ")
+
+
+def test_the_public_url_is_what_the_status_page_shows() -> None:
+    url = "https://counters.example.com:8443/push"
+    assert load_config({"AXIS_EXPORTER_PUBLIC_URL": url}).public_url == url
 
 
 def test_push_limits_come_from_the_environment() -> None:
