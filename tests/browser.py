@@ -2,7 +2,7 @@
 
 Nothing is downloaded at run time: the driver and the browser are the Debian packages that
 ``scripts/setup`` installs, named by path, so selenium's own driver manager is never asked. Screenshots
-go to ``test-artifacts/`` at the top of the checkout (CI keeps that folder); the browser's console is
+go to ``test-artifacts/`` at the top of the checkout (a CI run leaves them in its clone); the browser's console is
 collected so that a test can fail on any error the page causes.
 """
 
@@ -71,10 +71,13 @@ def console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
     return [entry for entry in entries if entry.get("level") == "SEVERE"]
 
 
-def screenshot(driver: webdriver.Chrome, name: str) -> Path:
-    """Save the whole page as ``test-artifacts/<name>.png``."""
+def screenshot(driver: webdriver.Chrome, name: str, *, full_page: bool = True) -> Path:
+    """Save the whole page (or what the window shows) as ``test-artifacts/<name>.png``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    if not full_page:
+        assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
+        return path
     width = driver.execute_script("return document.documentElement.scrollWidth")
     height = driver.execute_script("return document.documentElement.scrollHeight")
     original = driver.get_window_size()

@@ -33,7 +33,15 @@ def test_the_test_setup_still_installs_everything() -> None:
     full = setup_list()
     assert full[-1] == "pip .[test]", full
     assert set(setup_list("--run-only")[:-1]) < set(full), "the test setup lacks a package running needs"
-    for package in ("prometheus", "shellcheck", "wrk", "docker-compose", "util-linux"):
+    for package in (
+        "prometheus",
+        "shellcheck",
+        "wrk",
+        "docker-compose",
+        "util-linux",
+        "chromium",
+        "chromium-driver",
+    ):
         assert f"debian {package}" in full, f"the test setup no longer installs {package}"
 
 

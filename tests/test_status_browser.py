@@ -66,6 +66,7 @@ def test_the_page_shows_every_sensor_its_state_and_todays_counts(
     assert "192.168.1.101" in camera and "127.0.0.1" in camera, "reported and socket address"
     assert "5 min" in camera, "its send interval"
     screenshot(desktop, "status-page-desktop")
+    screenshot(desktop, "status-page-window", full_page=False)  # the README's docs/status-page.png
     assert console_errors(desktop) == []
 
 
