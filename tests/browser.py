@@ -2,8 +2,8 @@
 
 Nothing is downloaded at run time: the driver and the browser are the Debian packages that
 ``scripts/setup`` installs, named by path, so selenium's own driver manager is never asked. Screenshots
-go to ``test-artifacts/`` at the top of the checkout (a CI run leaves them in its clone); the browser's console is
-collected so that a test can fail on any error the page causes.
+go to ``test-artifacts/`` at the top of the checkout (a CI run leaves them in its clone); the browser's
+console is collected so that a test can fail on any error the page causes.
 """
 
 from __future__ import annotations
