@@ -15,7 +15,6 @@ import functools
 import hmac
 import logging
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -150,19 +149,8 @@ class PushReceiver:
             message=message,
         )
         # Once the answer is on its way: the status page's bookkeeping never delays a camera.
-        response.call_on_close(functools.partial(self._note_answer, record))
+        response.call_on_close(functools.partial(self.push_log.record, record))
         return response
-
-    def _note_answer(self, record: PushRecord) -> None:
-        """Keep ``record`` in the push log and as its sensor's last answer (display state only)."""
-        self.push_log.record(record)
-        if record.serial:
-            try:
-                self.metrics.sensors.note_answer(
-                    record.serial, record.received_at, record.status, record.result, record.message
-                )
-            except sqlite3.Error as exc:
-                log.debug("last answer of %s not recorded: %s", record.serial, exc)
 
     def _authorize(self) -> DeviceToken | None:
         if not self.config.auth_required:

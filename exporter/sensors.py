@@ -13,8 +13,6 @@ for the status page. Without a directory (tests, a single process), the database
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +48,7 @@ CREATE TABLE IF NOT EXISTS sensors (
     last_push REAL NOT NULL,
     last_interval_end INTEGER,
     push_interval INTEGER,
-    intervals_total INTEGER NOT NULL,
-    -- The newest answer to a push from this serial, whatever it was (a 403 or a 503 too).
-    last_answer_at REAL,
-    last_status INTEGER,
-    last_result TEXT,
-    last_message TEXT
+    intervals_total INTEGER NOT NULL
 )
 """
 # Times only move forward: a re-send of older intervals, or pushes stored out of order by two workers,
@@ -113,10 +106,6 @@ class SensorState:
     last_interval_end: int | None
     push_interval: int | None
     intervals_total: int
-    last_answer_at: float | None = None
-    last_status: int | None = None
-    last_result: str | None = None
-    last_message: str | None = None
 
 
 class SensorRegistry:
@@ -125,16 +114,7 @@ class SensorRegistry:
     def __init__(self, path: Path | None, max_sensors: int) -> None:
         self.path = path
         self.max_sensors = max_sensors
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        # Opened on first use, so that each process (gunicorn forks after start-up) has its own.
-        if self._connection is None:
-            connection = statedb.connect(self.path)
-            connection.execute(_SCHEMA)
-            self._connection = connection
-        return self._connection
+        self._database = statedb.StateDatabase(path, _SCHEMA)
 
     def record(self, push: SensorPush) -> bool:
         """Keep what ``push`` says about its sensor; False when the sensor is new and the registry full."""
@@ -158,43 +138,19 @@ class SensorRegistry:
             "push_interval": interval,
             "intervals": push.intervals,
         }
-        with self._lock:
-            connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                known = connection.execute(
-                    "SELECT 1 FROM sensors WHERE serial = ?", (push.serial,)
-                ).fetchone()
-                if known is None:
-                    (count,) = connection.execute("SELECT count(*) FROM sensors").fetchone()
-                    if count >= self.max_sensors:
-                        connection.execute("ROLLBACK")
-                        return False
-                connection.execute(_UPSERT, row)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+        with self._database.transaction() as connection:
+            known = connection.execute("SELECT 1 FROM sensors WHERE serial = ?", (push.serial,)).fetchone()
+            if known is None:
+                (count,) = connection.execute("SELECT count(*) FROM sensors").fetchone()
+                if count >= self.max_sensors:
+                    return False
+            connection.execute(_UPSERT, row)
         return True
-
-    def note_answer(self, serial: str, answered_at: float, status: int, result: str, message: str) -> None:
-        """Remember the answer to a push from ``serial``, if it is a known sensor (so no row is added)."""
-        with self._lock:
-            self._connect().execute(
-                "UPDATE sensors SET last_answer_at = ?, last_status = ?, last_result = ?, last_message = ? "
-                "WHERE serial = ? AND (last_answer_at IS NULL OR last_answer_at <= ?)",
-                (answered_at, status, result, message, serial, answered_at),
-            )
 
     def sensors(self) -> list[SensorState]:
         """Every sensor, by serial."""
-        with self._lock:
-            rows = self._connect().execute("SELECT * FROM sensors ORDER BY serial").fetchall()
-        return [SensorState(*row) for row in rows]
+        return [SensorState(*row) for row in self._database.query("SELECT * FROM sensors ORDER BY serial")]
 
     def close(self) -> None:
         """Close this process's connection."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        self._database.close()

@@ -206,7 +206,7 @@ class StatusSource:
             known = self._known_sensors(now)
         except InfluxReadError as exc:
             problems.append(str(exc))
-        rows = self._rows(states, known, now)
+        rows = self._rows(states, known, self.push_log.latest_answers(), now)
         counts: dict[str, tuple[int, int]] = {}
         try:
             counts = self._today_counts(rows, now)
@@ -257,15 +257,19 @@ class StatusSource:
         return self.tls.ca_pem
 
     def _rows(
-        self, states: dict[str, SensorState], known: dict[str, dict[str, Any]], now: float
+        self,
+        states: dict[str, SensorState],
+        known: dict[str, dict[str, Any]],
+        answers: dict[str, PushRecord],
+        now: float,
     ) -> list[SensorRow]:
-        rows = [_row(state, now) for state in states.values()]
+        rows = [_row(state, answers.get(state.serial), now) for state in states.values()]
         for serial, earlier in known.items():
             if serial not in states:
-                rows.append(_unseen_row(serial, earlier, now))
+                rows.append(_unseen_row(serial, earlier, answers.get(serial), now))
         for serial in self._bound_serials():
             if serial not in states and serial not in known:
-                rows.append(_unseen_row(serial, {}, now))
+                rows.append(_unseen_row(serial, {}, answers.get(serial), now))
         order = {state: index for index, state in enumerate(("silent", "late", "receiving"))}
         return sorted(rows, key=lambda row: (order.get(row.state, 3), row.name.lower(), row.serial))
 
@@ -385,7 +389,7 @@ class _TlsInfo:
         return cls(hosts, fingerprint_sha256(ca), ca_pem)
 
 
-def _row(state: SensorState, now: float) -> SensorRow:
+def _row(state: SensorState, answer: PushRecord | None, now: float) -> SensorRow:
     age = max(0.0, now - state.last_push)
     return SensorRow(
         serial=state.serial,
@@ -402,13 +406,13 @@ def _row(state: SensorState, now: float) -> SensorRow:
         state=sensor_state(age, state.push_interval),
         today_in=None,
         today_out=None,
-        last_status=state.last_status,
-        last_result=state.last_result or "",
-        last_message=state.last_message or "",
+        last_status=answer.status if answer else None,
+        last_result=answer.result if answer else "",
+        last_message=answer.message if answer else "",
     )
 
 
-def _unseen_row(serial: str, earlier: dict[str, Any], now: float) -> SensorRow:
+def _unseen_row(serial: str, earlier: dict[str, Any], answer: PushRecord | None, now: float) -> SensorRow:
     """A sensor bound to a token, or seen in InfluxDB within the last week, but not since this start."""
     label = str(earlier.get("label") or serial)
     name = label.removesuffix(f" ({serial})")
@@ -429,9 +433,9 @@ def _unseen_row(serial: str, earlier: dict[str, Any], now: float) -> SensorRow:
         state="not seen since start",
         today_in=None,
         today_out=None,
-        last_status=None,
-        last_result="",
-        last_message="",
+        last_status=answer.status if answer else None,
+        last_result=answer.result if answer else "",
+        last_message=answer.message if answer else "",
     )
 
 

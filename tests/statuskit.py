@@ -186,6 +186,7 @@ def commission(base: Path) -> Iterator[Commissioned]:
             "content_type": _post(session.url, camera, FLEET_TOKEN, ca, content_type="application/xml"),
         }
         _age_two_sensors(session.state_db, now.timestamp())
+        _wait_for_the_push_log(session)
         yield session
     finally:
         if process.poll() is None:
@@ -223,6 +224,16 @@ def _age_two_sensors(state_db: Path, now: float) -> None:
             )
     finally:
         registry.close()
+
+
+def _wait_for_the_push_log(session: Commissioned, timeout: float = 10.0) -> None:
+    """Workers write their pushes to the shared log a fraction of a second after answering them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not any(push["status"] == 415 for push in session.status()["recent_pushes"]):
+        assert time.monotonic() < deadline, f"the last push did not reach the push log within {timeout} s"
+        time.sleep(0.1)
 
 
 def _wait_until_up(session: Commissioned, timeout: float = 30.0) -> None:

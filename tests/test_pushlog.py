@@ -78,25 +78,48 @@ def test_a_writer_killed_mid_stream_leaves_the_log_readable_and_writable(tmp_pat
     victim.join(timeout=10)
     survivor = PushLog(path, keep=KEEP)
     survivor.record(record(1, 42, "after the kill"))
+    survivor.flush()
     recent = survivor.recent()
     assert recent[0].message == "after the kill" and len(recent) == KEEP
 
 
-def test_messages_are_cut_and_a_locked_database_costs_the_row_not_an_exception(tmp_path: Path) -> None:
+def test_messages_are_cut_and_a_locked_database_delays_rows_without_an_exception(tmp_path: Path) -> None:
     path = tmp_path / DATABASE_FILE
-    log = PushLog(path, keep=KEEP)
+    log = PushLog(path, keep=KEEP, flush_seconds=60)
     log.record(record(1, 0, "x" * 10_000))
+    assert log.recent() == [], "record only queues: the push is not held up by the database"
+    log.flush()
     assert len(log.recent()[0].message) == MAX_MESSAGE_CHARS
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
+        log.record(record(1, 1, "while locked"))
         started = time.monotonic()
-        log.record(record(1, 1, "while locked"))  # must not raise
+        log.flush()  # must not raise
         assert time.monotonic() - started < 2, "a locked database must not hold the writer for long"
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert [push.message for push in log.recent()][:1] != ["while locked"]
+    assert log.recent()[0].message != "while locked"
+    log.flush()
+    assert log.recent()[0].message == "while locked", "the row waited for the next flush"
+    assert log.latest_answers()["ACCC8E000001"].message == "while locked"
+
+
+def test_each_serials_latest_answer_is_kept_however_busy_the_log(tmp_path: Path) -> None:
+    log = PushLog(tmp_path / DATABASE_FILE, keep=10, keep_serials=50, flush_seconds=60)
+    early = PushRecord(1000.0, "10.0.0.7", "ACCC8E0000F1", 403, "forbidden", 0, 0, "token for another serial")
+    log.record(early)
+    for index in range(100):
+        log.record(PushRecord(2000.0 + index, "10.0.0.1", f"ACCC8E{index:06X}", 200, "ok", 5, 10, ""))
+        log.flush()
+    latest = log.latest_answers()
+    assert len(log.recent()) == 10 and len(latest) == 50, "both tables stay bounded"
+    assert "ACCC8E000063" in latest and "ACCC8E000000" not in latest, "the most recent serials are kept"
+    stale = PushRecord(1500.0, "10.0.0.1", "ACCC8E000063", 503, "storage_unavailable", 0, 0, "late writer")
+    log.record(stale)
+    log.flush()
+    assert log.latest_answers()["ACCC8E000063"].status == 200, "an older answer never replaces a newer one"
 
 
 @pytest.fixture
