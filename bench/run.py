@@ -689,7 +689,9 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
         bucket = "bench"
         influx.create_database(bucket)
         env = receiver_env(influx, bucket, base, settings.chunk_lines, settings.workers)
-        receiver = Server(["-m", "exporter", "serve"], env, base / "receiver.log", settings.workers)
+        # Its admin listener on a free port too: the default one may belong to a receiver running here.
+        serve = ["-m", "exporter", "serve", "--admin-bind", f"127.0.0.1:{free_port()}"]
+        receiver = Server(serve, env, base / "receiver.log", settings.workers)
         stack.callback(receiver.stop)
         if "c" in parts:
             trivial = Server(
