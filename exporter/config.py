@@ -105,6 +105,10 @@ class Config:
     log_level: str = "INFO"
     # The push URL cameras use, as the status page shows it (behind NAT or a proxy it cannot be guessed).
     public_url: str = ""
+    # YAML file mapping serials to site, zone and further labels (exporter.sensorsfile).
+    sensors_file: Path | None = None
+    # Minutes after local midnight at which a sensor's counting day starts (venues open past midnight).
+    day_start_minutes: int = 0
     prometheus_multiproc_dir: Path | None = None
 
     @property
@@ -152,6 +156,22 @@ def _serial_pattern(env: Mapping[str, str]) -> re.Pattern[str]:
     if pattern.fullmatch("") is not None:
         raise ConfigError(f"AXIS_EXPORTER_SERIAL_PATTERN={raw!r} accepts an empty serial")
     return pattern
+
+
+def _day_start(env: Mapping[str, str]) -> int:
+    """AXIS_EXPORTER_DAY_START, ``HH:MM`` from 00:00 to 12:00 in quarter hours, as minutes after midnight.
+
+    Quarter hours: exporter.localday works a sensor's calendar out once per quarter hour of UTC.
+    """
+    raw = env.get("AXIS_EXPORTER_DAY_START", "").strip() or "00:00"
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", raw)
+    minutes = int(match.group(1)) * 60 + int(match.group(2)) if match else -1
+    if not 0 <= minutes <= 12 * 60 or minutes % 15:
+        raise ConfigError(
+            f"AXIS_EXPORTER_DAY_START={raw!r}: give the local time at which a counting day starts, "
+            "HH:MM from 00:00 to 12:00 on a quarter hour (e.g. 04:00 for venues open past midnight)"
+        )
+    return minutes
 
 
 def _limits(env: Mapping[str, str]) -> PushLimits:
@@ -243,6 +263,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             f"AXIS_EXPORTER_PUBLIC_URL={public_url!r}: give the URL cameras push to, such as "
             "https://counters.example.com/push (http or https, no credentials)"
         )
+    sensors_file_raw = env.get("AXIS_EXPORTER_SENSORS_FILE", "").strip()
     return Config(
         influx=_influx(env),
         device_tokens=tokens,
@@ -260,6 +281,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         limits=limits,
         log_level=log_level,
         public_url=public_url,
+        sensors_file=Path(sensors_file_raw) if sensors_file_raw else None,
+        day_start_minutes=_day_start(env),
         prometheus_multiproc_dir=(
             Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None
         ),

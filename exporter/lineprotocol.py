@@ -6,13 +6,14 @@ fields sorted by key, same escaping); tests hold the two side by side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
 
 from exporter.config import PushLimits
+from exporter.localday import LocalCalendar
 from exporter.payload import (
     DEFAULT_LIMITS,
     DIRECTIONS,
@@ -73,44 +74,54 @@ def _tag(key: str, value: str) -> str:
     return f",{key}={escaped}" if escaped else ""
 
 
-class PushLineBuilder:
-    """Builds the line protocol for one push; tag prefixes are escaped once per push, not per item."""
+def _tags(tags: Mapping[str, str]) -> str:
+    """``,key=value`` for each tag, sorted by key like Point does."""
+    return "".join(_tag(key, tags[key]) for key in sorted(tags))
 
-    def __init__(self, push: Push | None, sensor_tags: str | None = None) -> None:
-        # Tags are sorted by key like Point does: direction, kind, sensor, serial.
-        if sensor_tags is None:
-            assert push is not None, "a push or its sensor tags are needed"
-            sensor_tags = _tag("sensor", push.sensor.name) + _tag("serial", push.sensor.serial)
-        self._sensor_tags = sensor_tags
+
+class PushLineBuilder:
+    """Builds the line protocol for one push; tag prefixes are escaped once per push, not per item.
+
+    ``labels`` (site, zone, ... from the sensors file) become tags of both measurements; the sensor's
+    zone becomes the ``tz`` tag of ``people_count``, and its local calendar the fields of
+    ``exporter.localday`` (``day_start_minutes`` after local midnight is when a counting day starts).
+    """
+
+    def __init__(
+        self, push: Push, *, labels: Mapping[str, str] | None = None, day_start_minutes: int = 0
+    ) -> None:
+        sensor = push.sensor
+        self.calendar = LocalCalendar(sensor.timezone, day_start_minutes)
+        self._sensor_tags = {"sensor": sensor.name, "serial": sensor.serial, **(labels or {})}
         self._push = push
         self._kind_cache: dict[tuple[str, str], str] = {}
-
-    @property
-    def sensor_tags(self) -> str:
-        """``,sensor=...,serial=...`` as escaped for this push."""
-        return self._sensor_tags
 
     def _series(self, direction: str, kind: str) -> str:
         key = (direction, kind)
         series = self._kind_cache.get(key)
         if series is None:
-            series = (
-                PEOPLE_COUNT + _tag("direction", direction) + _tag("kind", kind) + self._sensor_tags + " "
-            )
+            tags = {**self._sensor_tags, "direction": direction, "kind": kind, "tz": self.calendar.zone_name}
+            series = PEOPLE_COUNT + _tags(tags) + " "
             self._kind_cache[key] = series
         return series
 
     def measurement_lines(self, measurement: Measurement) -> list[str]:
         """One line per item of ``measurement``."""
         timestamp = measurement.utc_from
+        before_net, after_net = self.calendar.fields(timestamp)
         lines = []
         for item in measurement.items:
-            # Fields sorted by key, like Point.
-            if item.adults is None:
-                field_set = f"count={item.count}i"
-            else:
-                field_set = f"adults={item.adults}i,count={item.count}i"
-            lines.append(f"{self._series(item.direction, measurement.kind)}{field_set} {timestamp}")
+            # Fields sorted by key, like Point: adults, count, day, day_end, hour, net, week_end, weekday.
+            net = item.count if item.direction == "in" else -item.count
+            counts = (
+                f"count={item.count}i"
+                if item.adults is None
+                else f"adults={item.adults}i,count={item.count}i"
+            )
+            lines.append(
+                f"{self._series(item.direction, measurement.kind)}{counts},{before_net}net={net}i{after_net} "
+                f"{timestamp}"
+            )
         return lines
 
     def sensor_push_line(self, intervals: int, received_at: int) -> str:
@@ -127,7 +138,7 @@ class PushLineBuilder:
             f"timezone={escape_string_field(sensor.timezone)}"
         )
         timestamp = self._push.utc_sent if self._push.utc_sent is not None else received_at
-        return f"{SENSOR_PUSH}{self._sensor_tags} {fields} {timestamp}"
+        return f"{SENSOR_PUSH}{_tags(self._sensor_tags)} {fields} {timestamp}"
 
 
 class BatchResult:
@@ -187,8 +198,8 @@ class FastConverter:
         found: tuple[str, str] | None = None
         if kind in KINDS:
             found = (
-                self._builder._series("in", kind) + "count=0i ",
-                self._builder._series("out", kind) + "count=0i ",
+                self._builder._series("in", kind) + "count=0i,",
+                self._builder._series("out", kind) + "count=0i,",
             )
         if len(self._zero) < _CACHE_LIMIT:
             self._zero[kind] = found
@@ -208,6 +219,7 @@ class FastConverter:
         intervals = result.intervals
         max_count = self._limits.max_count
         latest_end = self._latest_end
+        calendar_fields = builder.calendar.fields
         for raw in raws:
             start = len(lines)
             try:
@@ -224,6 +236,7 @@ class FastConverter:
                     prev_text, prev_value = text, utc_to
                 if not utc_from <= utc_to <= latest_end:
                     raise _Slow
+                before_net, after_net = calendar_fields(utc_from)
                 kind = raw.get("kind")
                 items = raw.get("items")
                 if not items:
@@ -232,8 +245,8 @@ class FastConverter:
                     zero = self._zero_lines(kind)
                     if zero is None:
                         raise _Slow
-                    append(f"{zero[0]}{utc_from}")
-                    append(f"{zero[1]}{utc_from}")
+                    append(f"{zero[0]}{before_net}net=0i{after_net} {utc_from}")
+                    append(f"{zero[1]}{before_net}net=0i{after_net} {utc_from}")
                 else:
                     if type(items) is not list or len(items) > MAX_ITEMS:
                         raise _Slow
@@ -250,14 +263,18 @@ class FastConverter:
                         if series is None or series[0] in seen:
                             raise _Slow
                         seen.append(series[0])
+                        net = count if series[0] == "in" else -count
                         size = len(item)
                         if size == 2:
-                            append(f"{series[1]}count={count}i {utc_from}")
+                            append(f"{series[1]}count={count}i,{before_net}net={net}i{after_net} {utc_from}")
                         elif size == 3:
                             adults = item.get("adults")
                             if type(adults) is not int or not 0 <= adults <= max_count:
                                 raise _Slow
-                            append(f"{series[1]}adults={adults}i,count={count}i {utc_from}")
+                            append(
+                                f"{series[1]}adults={adults}i,count={count}i,"
+                                f"{before_net}net={net}i{after_net} {utc_from}"
+                            )
                         else:
                             raise _Slow
             except (_Slow, ValueError, TypeError, OverflowError, OSError):
@@ -343,9 +360,17 @@ class ConvertedPush:
     accepted (``PushLimits.latest_interval_end`` of the receive time).
     """
 
-    def __init__(self, parsed: ParsedPush, limits: PushLimits, latest_end: int) -> None:
+    def __init__(
+        self,
+        parsed: ParsedPush,
+        limits: PushLimits,
+        latest_end: int,
+        *,
+        labels: Mapping[str, str] | None = None,
+        day_start_minutes: int = 0,
+    ) -> None:
         self.push = parsed.push
-        self.builder = PushLineBuilder(parsed.push)
+        self.builder = PushLineBuilder(parsed.push, labels=labels, day_start_minutes=day_start_minutes)
         self._result = BatchResult()
         self._lines = self._result.lines  # where the converter appends
         self._converter = FastConverter(self.builder, limits, latest_end)
@@ -396,6 +421,8 @@ def convert_push(
     limits: PushLimits = DEFAULT_LIMITS,
     *,
     now: float | None = None,
+    labels: Mapping[str, str] | None = None,
+    day_start_minutes: int = 0,
     split_min_bytes: int = SPLIT_MIN_BYTES,
     piece_bytes: int = PIECE_BYTES,
 ) -> ConvertedPush:
@@ -405,4 +432,4 @@ def convert_push(
     """
     parsed = parse_body(body, limits, split_min_bytes=split_min_bytes, piece_bytes=piece_bytes)
     latest_end = _MAX_EPOCH if now is None else limits.latest_interval_end(now)
-    return ConvertedPush(parsed, limits, latest_end)
+    return ConvertedPush(parsed, limits, latest_end, labels=labels, day_start_minutes=day_start_minutes)

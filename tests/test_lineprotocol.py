@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import string
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -78,14 +80,34 @@ def pushes(draw: st.DrawFn) -> dict[str, Any]:
             "serial": draw(serials),
             "application": draw(st.text(alphabet=printable, max_size=10)),
             "ipAddress": draw(st.sampled_from(["", "10.0.0.1", "fe80::1"])),
+            "timeZone": draw(st.sampled_from(ZONES)),
         },
     }
 
 
 def _utc(seconds: int) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Zones far apart, with and without daylight saving, a half-hour and a quarter-hour offset, and none.
+ZONES = ["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu", "Asia/Tokyo", ""]
+
+
+def calendar_fields(seconds: int, zone_name: str) -> dict[str, int]:
+    """The local calendar of an interval start, worked out directly (day start at midnight)."""
+    zone = ZoneInfo(zone_name or "UTC")
+    day = dt.datetime.fromtimestamp(seconds, zone).date()
+
+    def starts(date: dt.date) -> int:
+        return int(dt.datetime(date.year, date.month, date.day, tzinfo=zone).timestamp())
+
+    return {
+        "day": int(day.strftime("%Y%m%d")),
+        "day_end": starts(day + dt.timedelta(days=1)),
+        "hour": dt.datetime.fromtimestamp(seconds, zone).hour,
+        "weekday": day.isoweekday(),
+        "week_end": starts(day + dt.timedelta(days=8 - day.isoweekday())),
+    }
 
 
 def point_lines(document: dict[str, Any]) -> list[str]:
@@ -93,8 +115,6 @@ def point_lines(document: dict[str, Any]) -> list[str]:
     sensor = document["sensor"]
     lines = []
     for measurement in document["data"]["measurements"]:
-        import datetime as dt
-
         seconds = int(dt.datetime.fromisoformat(measurement["utcFrom"]).timestamp())
         raw_items = measurement["items"] or [
             {"direction": "in", "count": 0},
@@ -106,8 +126,14 @@ def point_lines(document: dict[str, Any]) -> list[str]:
                 "kind": measurement["kind"].strip(),
                 "sensor": sensor["name"].strip(),
                 "serial": sensor["serial"].strip().upper(),
+                "tz": sensor.get("timeZone") or "UTC",
             }
-            fields = {"count": item["count"]}
+            net = item["count"] if item["direction"].strip() == "in" else -item["count"]
+            fields = {
+                "count": item["count"],
+                "net": net,
+                **calendar_fields(seconds, sensor.get("timeZone", "")),
+            }
             if "adults" in item:
                 fields["adults"] = item["adults"]
             point = Point.from_dict(

@@ -16,7 +16,14 @@ from tests.support import PAYLOADS, converted_lines, reference_lines
 
 VALID_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected.lp").exists())
 ERROR_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected-error.txt").exists())
-RECEIVED_AT = 0  # sensor_push falls back to the receive time only when utcSent is missing
+RECEIVED_AT = 0
+CALENDAR_FIELDS = (
+    "day",
+    "day_end",
+    "hour",
+    "week_end",
+    "weekday",
+)  # exporter.localday  # sensor_push falls back to the receive time only when utcSent is missing
 
 
 def test_golden_cases_are_found() -> None:
@@ -152,7 +159,9 @@ def test_extra_item_attributes_are_ignored_and_time_is_not_a_field() -> None:
     measurement = {"items": [{"direction": "in", "count": 2, "time": 5, "heightAvg": 170.5, "x": "y"}]}
     lines, reasons = converted_lines(push_with(measurement), split=False)
     assert reasons == []
-    assert lines[0].split(" ")[1] == "count=2i", "only direction, count and adults are stored"
+    fields = dict(field.split("=") for field in lines[0].split(" ")[1].split(","))
+    assert set(fields) == {"count", "net", *CALENDAR_FIELDS}, "only direction, count and adults are stored"
+    assert fields["count"] == "2i"
 
 
 @pytest.mark.parametrize(
