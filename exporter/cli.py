@@ -243,6 +243,13 @@ def _warn_if_unreachable(influx: InfluxConfig) -> None:
     help="Where the local InfluxDB keeps its data when INFLUXDB_V2_URL is not set (one serve per "
     "directory). [env AXIS_EXPORTER_LOCAL_DIR]",
 )
+@click.option(
+    "--sensors-file",
+    envvar="AXIS_EXPORTER_SENSORS_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML file giving serials their site, zone and further labels; checked at start, reloaded "
+    "when it changes and on SIGHUP. [env AXIS_EXPORTER_SENSORS_FILE]",
+)
 def serve(
     bind: str,
     admin_bind: str,
@@ -251,6 +258,7 @@ def serve(
     certfile: str | None,
     keyfile: str | None,
     local_dir: Path,
+    sensors_file: Path | None,
 ) -> None:
     """Run the receiver under gunicorn, with the admin listener in a process beside the workers."""
     try:
@@ -260,6 +268,17 @@ def serve(
     if bool(certfile) != bool(keyfile):
         raise click.ClickException("--certfile and --keyfile go together: give both or neither")
     configure_logging(config.log_level)
+    # Before anything starts: a broken file stops the start, with its line and rule.
+    from exporter.sensorsfile import SensorsFile, SensorsFileError
+
+    # Absolute: every process opens it, whatever its working directory.
+    config = dataclasses.replace(config, sensors_file=sensors_file.absolute() if sensors_file else None)
+    try:
+        sensors = SensorsFile(config.sensors_file, config.limits.serial_pattern)
+    except SensorsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if sensors.path is not None:
+        log.info("sensors file %s: %d sensors", sensors.path, len(sensors.assigned()))
     # The local InfluxDB first: a second serve in the same --local-dir then says so, whatever else it shares.
     with _local_influx(config, local_dir) as config:
         influx = config.influx
@@ -293,4 +312,4 @@ def serve(
             )
             _warn_if_unreachable(influx)
             listener = ListenerInfo(bind=bind, workers=workers, connections=connections, certfile=certfile)
-            GunicornServer(config, options, AdminProcess(admin_socket, config, listener)).run()
+            GunicornServer(config, options, AdminProcess(admin_socket, config, listener), sensors).run()

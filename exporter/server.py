@@ -21,6 +21,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from exporter.config import Config
 from exporter.readdeadline import ReadDeadlineWatchdog
+from exporter.sensorsfile import SensorsFile, reload_marker_for, touch_reload_marker
 from exporter.statedb import DATABASE_FILE
 from exporter.status import ListenerInfo
 
@@ -164,6 +165,8 @@ class AdminProcess:
         self.listener = listener
         self.pid = 0
         self._started_at = 0.0
+        # In the admin process: its own copy of the master's sensors file, following reloads.
+        self.sensors_file: SensorsFile | None = None
 
     def spawn(self, arbiter: Arbiter) -> None:
         """Fork the admin process (in the master; its loop is single-threaded, so fork is safe)."""
@@ -180,6 +183,10 @@ class AdminProcess:
                 signal.signal(signum, signal.SIG_DFL)
             for listener in arbiter.LISTENERS:
                 listener.close()
+            self.sensors_file = arbiter.sensors_file.child(
+                reload_marker=reload_marker_for(self.config.prometheus_multiproc_dir)
+            )
+            self.sensors_file.watch()
             from exporter.admin import run_admin_process
 
             run_admin_process(self.listening, self.config, arbiter.pid, self.listener)
@@ -234,11 +241,45 @@ class AdminProcess:
 
 
 class ReceiverArbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type hints
-    """gunicorn's master, which also keeps the admin process running beside the workers."""
+    """gunicorn's master, which also keeps the admin process running beside the workers, and reloads
+    the sensors file in every process on SIGHUP."""
 
     def __init__(self, app: GunicornServer) -> None:
         super().__init__(app)
         self.admin = app.admin
+        self.sensors_file = app.sensors_file
+        self.reload_marker = reload_marker_for(app.config.prometheus_multiproc_dir)
+
+    def handle_hup(self) -> None:
+        """SIGHUP: validate the sensors file here, then have every worker and the admin process reload it.
+
+        This overrides gunicorn's ``Arbiter.handle_hup``, which ``Arbiter.run`` calls for a SIGHUP (its
+        signal handler only queues the signal; the loop dispatches to ``handle_<name>``). Upstream it calls
+        ``Arbiter.reload``: re-read gunicorn's settings and replace every worker by a new one, so a broken
+        sensors file would then stop the new workers from booting, and pushes in flight would wait for
+        the graceful shutdown. Here nothing restarts: gunicorn's settings are fixed in code (nothing to
+        re-read) and its error log is stderr (nothing to reopen). The master loads the file, logs the
+        outcome, and when it loaded replaces the reload marker in the runtime directory; each worker and
+        the admin process look at the marker at least once a second (``SensorsFile.watch``) and reload.
+        A broken file changes nothing: every process keeps its mapping.
+        """
+        if self.sensors_file.path is None:
+            log.warning(
+                "SIGHUP: no sensors file to reload (serve --sensors-file, AXIS_EXPORTER_SENSORS_FILE)"
+            )
+            return
+        if not self.sensors_file.reload():  # logs: kept the previous N sensors because file:line: rule
+            return
+        if self.reload_marker is None:
+            return
+        try:
+            touch_reload_marker(self.reload_marker)
+        except OSError as exc:  # the master's loop must go on: workers still follow the file itself
+            log.error(
+                "SIGHUP: cannot write %s (%s): the workers reload only when the file itself changes",
+                self.reload_marker,
+                exc.strerror or exc,
+            )
 
     def start(self) -> None:
         """Listen and start the admin process once the push sockets exist."""
@@ -258,6 +299,8 @@ class ReceiverArbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type 
         if self.admin is not None:
             self.admin.reap()
             self.admin.respawn_if_needed(self)
+        # Follow the file here too: a worker started after an edit begins from the newest good mapping.
+        self.sensors_file.check()
 
     def stop(self, graceful: bool = True) -> None:
         """Stop the admin process, then the workers as gunicorn does."""
@@ -269,10 +312,23 @@ class ReceiverArbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type 
 class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
     """A gunicorn application that builds one app per worker from an already validated config."""
 
-    def __init__(self, config: Config, options: ServerOptions, admin: AdminProcess | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        options: ServerOptions,
+        admin: AdminProcess | None = None,
+        sensors_file: SensorsFile | None = None,
+    ) -> None:
         self.config = config
         self.options = options
         self.admin = admin
+        # The master's, loaded and validated before gunicorn starts (no reload marker: the master writes
+        # it); each worker and the admin process make their own copy after fork.
+        self.sensors_file = (
+            sensors_file
+            if sensors_file is not None
+            else SensorsFile(config.sensors_file, config.limits.serial_pattern)
+        )
         super().__init__()
 
     def run(self) -> None:
@@ -313,7 +369,15 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        """Build the WSGI app inside the worker, after fork: its connections are its own."""
+        """Build the WSGI app inside the worker, after fork: its connections are its own.
+
+        The worker's sensors file starts from the master's mapping (so a file broken since cannot stop it
+        from booting) and follows the file and the reload marker in a greenlet.
+        """
         from exporter.app import create_app
 
-        return create_app(self.config)
+        self.sensors_file = self.sensors_file.child(
+            reload_marker=reload_marker_for(self.config.prometheus_multiproc_dir)
+        )
+        self.sensors_file.watch()
+        return create_app(self.config, sensors_file=self.sensors_file)
