@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
 
+from exporter.config import DEFAULT_SERIAL_PATTERN
+from exporter.sensorsfile import SensorsFileError, load_sensors_file
 from exporter.simulator import (
+    SITE_TIME_ZONES,
     Flavour,
     Progress,
+    SensorIdentity,
     SimulationConfig,
     Summary,
     TrafficProfile,
+    identities_from_sensors_file,
     make_identities,
     run_simulation,
+    sensors_file_text,
+    site_identities,
+    site_time_zones,
 )
 from exporter.simulator.device import DEFAULT_SERIAL_PREFIX, DEFAULT_TIME_ZONE, check_time_zone
+from exporter.simulator.sites import SENSORS_PER_SITE
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -63,6 +74,70 @@ def start_option(ctx: click.Context, param: click.Parameter, value: str | None) 
         ) from exc
 
 
+def _identities(
+    ctx: click.Context,
+    *,
+    sensors: int | None,
+    sites: int | None,
+    sensors_file: Path | None,
+    time_zones: tuple[str, ...],
+    flavour: Flavour,
+    serial_prefix: str,
+    name_prefix: str | None,
+) -> list[SensorIdentity]:
+    """The simulated devices the options ask for: numbered, spread over sites, or from a sensors file."""
+    if sensors_file is not None:
+        given = [
+            option
+            for option, name in (
+                ("--sensors", "sensors"),
+                ("--sites", "sites"),
+                ("--serial-prefix", "serial_prefix"),
+            )
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+        ]
+        if given:
+            raise ValueError(f"--sensors-file says which sensors there are: drop {', '.join(given)}")
+        try:
+            assigned = load_sensors_file(sensors_file, re.compile(DEFAULT_SERIAL_PATTERN))
+        except SensorsFileError as exc:
+            raise ValueError(str(exc)) from None
+        return identities_from_sensors_file(
+            assigned, time_zones=time_zones or SITE_TIME_ZONES, flavour=flavour, name_prefix=name_prefix
+        )
+    if sites is not None:
+        return site_identities(
+            sensors if sensors is not None else SENSORS_PER_SITE * sites,
+            sites,
+            time_zones=time_zones or SITE_TIME_ZONES,
+            flavour=flavour,
+            serial_prefix=serial_prefix,
+            name_prefix=name_prefix,
+        )
+    return make_identities(
+        sensors or 1,
+        flavour=flavour,
+        time_zones=time_zones or (DEFAULT_TIME_ZONE,),
+        serial_prefix=serial_prefix,
+        name_prefix=name_prefix,
+    )
+
+
+def _write_sensors_file(path: Path, identities: list[SensorIdentity]) -> None:
+    """Write the sensors file for ``identities`` in one step (a serve following it never reads half)."""
+    if not any(identity.labels for identity in identities):
+        raise ValueError("--write-sensors-file needs sites: give --sites N (or --sensors-file)")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(sensors_file_text(identities), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise click.ClickException(f"--write-sensors-file {path}: {exc.strerror or exc}") from None
+    zones = site_time_zones(identities)
+    click.echo(f"Wrote {path}: {len(identities)} sensor(s) at {len(zones)} site(s)", err=True)
+
+
 def _counts(counts: dict[str, int]) -> str:
     """'200: 5, 503: 2' or 'none'."""
     return ", ".join(f"{key}: {value}" for key, value in counts.items()) or "none"
@@ -89,6 +164,21 @@ def format_summary(summary: Summary) -> str:
         f"{'sensor':<24} {'serial':<13} {'test':>5} {'intervals':>9} {'in':>8} {'out':>8} "
         f"{'adults in':>9} {'adults out':>10} {'pending':>7}",
     ]
+    sites = summary.by_site()
+    if sites:
+        zones: dict[str | None, str] = {}
+        for sensor in summary.sensors:
+            zones.setdefault(sensor.labels.get("site"), sensor.time_zone)
+        counts = Counter(sensor.labels.get("site") for sensor in summary.sensors)
+        lines[-1:-1] = [
+            f"{'site':<24} {'time zone':<20} {'sensors':>7} {'intervals':>9} {'in':>8} {'out':>8}",
+            *(
+                f"{site[:24]:<24} {zones[site][:20]:<20} {counts[site]:>7} {totals.intervals:>9} "
+                f"{totals.count_in:>8} {totals.count_out:>8}"
+                for site, totals in sites.items()
+            ),
+            "",
+        ]
     for sensor in summary.sensors:
         lines.append(
             f"{sensor.name[:24]:<24} {sensor.serial:<13} {sensor.test_connection[:5]:>5} "
@@ -136,9 +226,29 @@ class ProgressPrinter:
 
 
 @click.command("simulate")
-@click.argument("url")
+@click.argument("url", required=False)
 @click.option(
-    "--sensors", type=click.IntRange(min=1), default=1, show_default=True, help="Number of devices."
+    "--sensors",
+    type=click.IntRange(min=1),
+    help=f"Number of devices.  [default: 1; with --sites, {SENSORS_PER_SITE} per site]",
+)
+@click.option(
+    "--sites",
+    type=click.IntRange(min=1),
+    help="Spread the sensors over sites 'Site 1'..'Site N' (zones 'Entrance 1', ...), each site in the "
+    "next time zone of --timezone.",
+)
+@click.option(
+    "--sensors-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Simulate the serials of this sensors file, with its labels; its sites, in order of first "
+    "appearance, take the --timezone zones in turn.",
+)
+@click.option(
+    "--write-sensors-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the sensors file labelling these sensors (for serve --sensors-file); without URL, only "
+    "write it.",
 )
 @click.option(
     "--interval",
@@ -216,9 +326,8 @@ class ProgressPrinter:
     "--timezone",
     "time_zones",
     multiple=True,
-    default=[DEFAULT_TIME_ZONE],
-    show_default=True,
-    help="IANA time zone of the sensors (repeat to mix; sensors take them in turn).",
+    help="IANA time zone of the sensors (repeat to mix; sensors take them in turn, or sites with --sites "
+    f"and --sensors-file).  [default: {DEFAULT_TIME_ZONE}; with sites: {', '.join(SITE_TIME_ZONES)}]",
 )
 @click.option(
     "--name-prefix",
@@ -265,9 +374,14 @@ class ProgressPrinter:
     help="Also write the summary as JSON to this file.",
 )
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@click.pass_context
 def simulate(
-    url: str,
-    sensors: int,
+    ctx: click.Context,
+    url: str | None,
+    sensors: int | None,
+    sites: int | None,
+    sensors_file: Path | None,
+    write_sensors_file: Path | None,
     interval: str,
     flavour: Flavour,
     token: str | None,
@@ -294,16 +408,28 @@ def simulate(
     """Emulate Axis people counters pushing to URL; exit 1 if anything stayed undelivered."""
     if start is not None and not fast:
         raise click.UsageError("--start needs --fast (a real-time run starts now)")
+    if url is None and write_sensors_file is None:
+        raise click.UsageError("Missing argument 'URL' (only --write-sensors-file runs without one)")
     try:
         for zone in time_zones:
             check_time_zone(zone)
-        identities = make_identities(
-            sensors,
-            flavour=flavour,
+        identities = _identities(
+            ctx,
+            sensors=sensors,
+            sites=sites,
+            sensors_file=sensors_file,
             time_zones=time_zones,
+            flavour=flavour,
             serial_prefix=serial_prefix,
             name_prefix=name_prefix,
         )
+        if write_sensors_file is not None:
+            _write_sensors_file(write_sensors_file, identities)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if url is None:
+        return
+    try:
         config = SimulationConfig(
             url=url,
             sensors=identities,

@@ -17,10 +17,18 @@ from exporter.simulator.runner import (
     Summary,
     run_simulation,
 )
+from exporter.simulator.sites import (
+    SITE_TIME_ZONES,
+    identities_from_sensors_file,
+    sensors_file_text,
+    site_identities,
+    site_time_zones,
+)
 from exporter.simulator.traffic import DirectionCount, MinuteCount, TrafficModel, TrafficProfile
 from exporter.simulator.transport import HttpTransport, PushResult, PushTransport
 
 __all__ = [
+    "SITE_TIME_ZONES",
     "DirectionCount",
     "Flavour",
     "HttpTransport",
@@ -39,6 +47,10 @@ __all__ = [
     "connection_test_payload",
     "data_payload",
     "encode_data_push",
+    "identities_from_sensors_file",
     "make_identities",
     "run_simulation",
+    "sensors_file_text",
+    "site_identities",
+    "site_time_zones",
 ]

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from exporter.sensorsfile import LABEL_KEYS
 from exporter.simulator.traffic import MINUTE, MinuteCount, TrafficModel, floor_minute, iter_minutes
 
 Flavour = Literal["2d", "3d"]
@@ -30,7 +31,11 @@ SERIAL_LENGTH = 12
 
 @dataclass(frozen=True)
 class SensorIdentity:
-    """What a device reports in the payload's `sensor` block."""
+    """What a device reports in the payload's `sensor` block, and where it hangs.
+
+    ``labels`` are what the receiver's sensors file gives the serial (site, zone, ...; the device itself
+    never sends them), as (key, value) pairs in ``LABEL_KEYS`` order, so tests can sum per site.
+    """
 
     name: str
     serial: str
@@ -38,10 +43,29 @@ class SensorIdentity:
     flavour: Flavour = "3d"
     ip_address: str = DEFAULT_FIRST_IP
     application_version: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        """Fail early on a time zone the device could not have."""
+        """Fail early on a time zone the device could not have, or a label the sensors file refuses."""
         check_time_zone(self.time_zone)
+        unknown = [key for key, _ in self.labels if key not in LABEL_KEYS]
+        if unknown:
+            raise ValueError(f"unknown label(s) {', '.join(unknown)}; labels are {', '.join(LABEL_KEYS)}")
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The labels as a dict."""
+        return dict(self.labels)
+
+    @property
+    def site(self) -> str | None:
+        """The site this sensor belongs to (its ``site`` label), if any."""
+        return self.label_map.get("site")
+
+    @property
+    def site_zone(self) -> str | None:
+        """The ``zone`` label (an entrance or area of the site; ``zone`` is the device's time zone)."""
+        return self.label_map.get("zone")
 
     @property
     def application(self) -> str:

@@ -87,6 +87,8 @@ class SensorSummary:
     pending: Totals = field(default_factory=Totals)
     delivered_from: str | None = None
     delivered_to: str | None = None
+    # The sensors file's labels of this serial (site, zone, ...), when the sensors have sites.
+    labels: dict[str, str] = field(default_factory=dict)
 
     def record(self, result: PushResult) -> None:
         """Count one push's outcome."""
@@ -108,6 +110,7 @@ class SensorSummary:
             "serial": self.serial,
             "flavour": self.flavour,
             "time_zone": self.time_zone,
+            "labels": dict(self.labels),
             "pushes": self.pushes,
             "data_pushes": self.data_pushes,
             "test_connection": self.test_connection,
@@ -162,6 +165,15 @@ class Summary:
             totals.add(sensor.pending)
         return totals
 
+    def by_site(self) -> dict[str, Totals]:
+        """Delivered sums per site (the ``site`` label), sites in order of appearance; no site: left out."""
+        sites: dict[str, Totals] = {}
+        for sensor in self.sensors:
+            site = sensor.labels.get("site")
+            if site is not None:
+                sites.setdefault(site, Totals()).add(sensor.delivered)
+        return sites
+
     @property
     def pushes(self) -> int:
         """HTTP attempts, test connections included."""
@@ -215,6 +227,7 @@ class Summary:
             "connection_errors": self.connection_errors,
             "delivered": self.delivered.as_dict(),
             "pending": self.pending.as_dict(),
+            "sites": {site: totals.as_dict() for site, totals in self.by_site().items()},
             "sensors": [sensor.as_dict() for sensor in self.sensors],
         }
 
@@ -264,7 +277,9 @@ class _SensorRun:
             identity, simulation.model, keep_from=simulation.connect_at - simulation.config.backfill
         )
         self.history_from = self.sensor.pending_from
-        self.summary = SensorSummary(identity.name, identity.serial, identity.flavour, identity.time_zone)
+        self.summary = SensorSummary(
+            identity.name, identity.serial, identity.flavour, identity.time_zone, labels=identity.label_map
+        )
         self.phase: Phase = "test" if simulation.config.test_connection else "live"
         # A device sends a few seconds after the interval boundary; spread sensors deterministically.
         self.push_delay = dt.timedelta(seconds=2 + zlib.crc32(identity.serial.encode()) % 10)
