@@ -35,6 +35,7 @@ from exporter.payload import PayloadError, Push, Rejected
 from exporter.pushlog import PushLog, PushRecord
 from exporter.readdeadline import ReadDeadlineWatchdog
 from exporter.sensors import SensorPush
+from exporter.sensorsfile import SensorsFile
 from exporter.writer import InfluxWriter, StorageUnavailable
 
 log = logging.getLogger("exporter")
@@ -106,12 +107,14 @@ class PushReceiver:
         metrics: Metrics,
         deadletter: DeadLetterStore,
         push_log: PushLog,
+        sensors_file: SensorsFile,
     ) -> None:
         self.config = config
         self.writer = writer
         self.metrics = metrics
         self.deadletter = deadletter
         self.push_log = push_log
+        self.sensors_file = sensors_file
         self.read_deadline = ReadDeadlineWatchdog(config.client_timeout_seconds)
         self.body_budget = BodyBudget(config.max_inflight_body_bytes)
 
@@ -260,7 +263,13 @@ class PushReceiver:
             log.warning(
                 "sensor %s (%s): %s", loggable(push.sensor.name), push.sensor.serial, loggable(warning, 400)
             )
-        converted = ConvertedPush(parsed, limits, limits.latest_interval_end(received_at))
+        converted = ConvertedPush(
+            parsed,
+            limits,
+            limits.latest_interval_end(received_at),
+            labels=self.sensors_file.labels(push.sensor.serial),
+            day_start_minutes=self.config.day_start_minutes,
+        )
         token_id = str(self.config.device_tokens.index(token)) if token is not None else ""
         return self._store(converted, received_at, token_id)
 
@@ -380,13 +389,19 @@ def create_app(
     metrics: Metrics | None = None,
     deadletter: DeadLetterStore | None = None,
     push_log: PushLog | None = None,
+    sensors_file: SensorsFile | None = None,
 ) -> Flask:
     """Build the WSGI app; dependencies not given are made from ``config`` (default: the environment)."""
     if config is None:
         config = load_config(os.environ)
+    if sensors_file is None:
+        sensors_file = SensorsFile.from_config(config)  # SensorsFileError names the line and the rule
     if metrics is None:
         metrics = Metrics(
-            CollectorRegistry(auto_describe=True), config.max_sensors, config.prometheus_multiproc_dir
+            CollectorRegistry(auto_describe=True),
+            config.max_sensors,
+            config.prometheus_multiproc_dir,
+            labels_of=sensors_file.labels,
         )
     if writer is None:
         if config.influx is None:
@@ -401,7 +416,7 @@ def create_app(
         deadletter = DeadLetterStore(config.deadletter_dir, Quotas.from_total(config.deadletter_max_bytes))
     if push_log is None:
         push_log = PushLog(metrics.sensors.path)  # beside the sensor registry, in the runtime database
-    receiver = PushReceiver(config, writer, metrics, deadletter, push_log)
+    receiver = PushReceiver(config, writer, metrics, deadletter, push_log, sensors_file)
 
     app = Flask("exporter")
     app.extensions["axis_exporter"] = receiver

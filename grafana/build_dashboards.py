@@ -49,15 +49,21 @@ GRAFANA_DS = {"type": "grafana", "uid": "-- Grafana --"}
 # 300 s, and before the interval is known (only a test connection so far) 3 x the longest one (15 min).
 # prometheus/alerts.yml uses the same numbers.
 QUIET_LOOKBACK = "7d"
+# Which store to call: the site and zone come with the name (with_names), when the sensors file has them.
+QUIET_SUMMARY = (
+    "Sensor {{ $labels.sensor }} ({{ $labels.serial }}){{ if $labels.site }} at {{ $labels.site }}"
+    "{{ if $labels.zone }}, {{ $labels.zone }}{{ end }}{{ end }} stopped pushing"
+)
 
 
 # A sensor is its serial; its name comes from a series of its own whose value is the time of the last push
 # under that name, so that topk picks the current one after a rename (prometheus/alerts.yml does the same).
 def with_names(expr: str, selector: str) -> str:
-    """PromQL: ``expr`` (one series per serial) with each sensor's current name as label ``sensor``."""
+    """PromQL: ``expr`` (one series per serial) with each sensor's current name and, from the receiver's
+    sensors file, its site and zone as labels ``sensor``, ``site``, ``zone``."""
     names = f"axis_exporter_sensor_name_timestamp_seconds{{{selector}}}"
     current = f"0 * topk by (serial) (1, last_over_time({names}[{QUIET_LOOKBACK}])) + 1"
-    return f"({expr}) * on (serial) group_left (sensor) ({current})"
+    return f"({expr}) * on (serial) group_left (sensor, site, zone) ({current})"
 
 
 def seconds_since_last_push(selector: str) -> str:
@@ -81,62 +87,75 @@ def quiet_threshold(selector: str) -> str:
 
 
 # --- InfluxQL building blocks ---------------------------------------------------------------------
-# Sensors are selected by serial: a name is whatever a pusher says, so it cannot stand for a camera.
-SENSOR_MATCH = '"serial" =~ /^$sensor$/'
-LOCAL_TZ = "tz('$tz')"
-# A local day bucket that contains now: GROUP BY time(1d) with tz() aligns buckets to the sensor's local
-# midnight, and "time >= now() - 1d" always includes the bucket that holds now (the last row).
-SINCE_YESTERDAY = "time >= now() - 1d"
-# The per-sensor table looks back a week so that a sensor with nothing today still gets a row (fill(0)
-# only fills buckets of series that have points in the queried range).
-SINCE_LAST_WEEK = "time >= now() - 7d"
+# Sensors are selected by site, zone and serial: a name is whatever a pusher says, so it cannot stand for a
+# camera. A sensor without a site or zone has those tags empty, which /^.*$/ ("All") matches.
+FILTERS = '"site" =~ /^$site$/ AND "zone" =~ /^$zone$/ AND "serial" =~ /^$sensor$/'
+# Local days, hours and weeks are each sensor's own: the receiver stores, with every count, where its
+# interval falls in its sensor's calendar (exporter.localday: day, day_end, hour, weekday, week_end), so
+# no query applies one tz() to sensors in several zones. "Today" is the counting day that holds the end of
+# the dashboard's range: the points whose day_end is still ahead of it.
+RANGE_END = "${__to}ms"
+RANGE_END_SECONDS = "${__to:date:seconds}"
+DAY = 86400
+WEEK = 7 * DAY
 
 
-def today_by(direction: str | None, group_by: str) -> str:
-    """InfluxQL: per local-day totals of people_count since yesterday; the last row is today."""
-    where = f"{SENSOR_MATCH} AND {SINCE_YESTERDAY}"
-    if direction is not None:
-        where = f"\"direction\" = '{direction}' AND {where}"
-    return (
-        f'SELECT sum("count") FROM "people_count" WHERE {where} '
-        f"GROUP BY time(1d){group_by} fill(0) {LOCAL_TZ}"
+def current(period: str, weeks_back: int = 0) -> str:
+    """InfluxQL condition: the counting ``period`` ("day" or "week") that holds the range end, or the one
+    ``weeks_back`` weeks earlier (seven days of 24 hours earlier: see the README on DST weeks)."""
+    span_days = 2 if period == "day" else 9  # a counting day lasts at most 25 hours, a week 169
+    shift = weeks_back * WEEK
+    end = f"{RANGE_END} - {shift}s" if shift else RANGE_END
+    ahead = f"{RANGE_END_SECONDS} - {shift}" if shift else RANGE_END_SECONDS
+    # >=: Grafana rounds ${__to:date:seconds}, so a range ending at midnight ("Today") ends on the second
+    # at which that day's counts end.
+    return f'time > {end} - {span_days}d AND time <= {end} AND "{period}_end" >= {ahead}'
+
+
+def counts(where: str, group_by: str = "", select: str = 'sum("count")') -> str:
+    """InfluxQL over people_count for the selected sensors."""
+    query = f'SELECT {select} FROM "people_count" WHERE {FILTERS} AND {where}'
+    return f"{query} GROUP BY {group_by}" if group_by else query
+
+
+def inside_now(group_by: str = "") -> str:
+    """People inside: in minus out (the ``net`` field) per site since its counting day started, a site
+    below zero counted as zero (a miscount, not negative people); sensors without a site make one."""
+    per_site = counts(current("day"), '"site"', 'sum("net") AS "inside"')
+    query = f'SELECT sum("inside") AS "inside" FROM ({per_site}) WHERE "inside" > 0'
+    return f"{query} GROUP BY {group_by}" if group_by else query
+
+
+# Hour of day, weekday and day: folded by Grafana's groupBy over quarter hours of each zone (a zone's
+# hour, weekday and day are the same for all its points within a quarter hour of UTC).
+def folded(field: str, direction: str = "in") -> str:
+    """Visitors per ``field`` value (hour, weekday, day) over the range, as rows to fold."""
+    return counts(
+        f"\"direction\" = '{direction}' AND $timeFilter",
+        'time(15m), "tz" fill(none)',
+        f'sum("count") AS "visitors", max("{field}") AS "{field}"',
     )
 
 
-def today_per_sensor(direction: str) -> str:
-    """InfluxQL: one row per sensor with its total for today (sensor's local day)."""
-    inner = (
-        f'SELECT sum("count") AS "total" FROM "people_count" '
-        f"WHERE \"direction\" = '{direction}' AND {SENSOR_MATCH} AND {SINCE_LAST_WEEK} "
-        f'GROUP BY time(1d), "serial" fill(0) {LOCAL_TZ}'
-    )
-    return f'SELECT last("total") AS "{direction}_today" FROM ({inner}) GROUP BY "serial"'
-
-
-PER_INTERVAL = (
-    f'SELECT sum("count") FROM "people_count" WHERE {SENSOR_MATCH} AND $timeFilter '
-    f'GROUP BY time($interval), "direction" fill(0) {LOCAL_TZ}'
-)
-HOURLY_IN = (
-    f'SELECT sum("count") FROM "people_count" WHERE "direction" = \'in\' AND {SENSOR_MATCH} '
-    f"AND $timeFilter GROUP BY time(1h) fill(0)"
-)
-RANGE_TOTAL_IN = (
-    f'SELECT sum("count") FROM "people_count" WHERE "direction" = \'in\' AND {SENSOR_MATCH} AND $timeFilter'
-)
-LAST_WEEK_TOTAL_IN = (
-    f'SELECT sum("count") FROM "people_count" WHERE "direction" = \'in\' AND {SENSOR_MATCH} '
-    "AND time >= ${__from}ms - 7d AND time <= ${__to}ms - 7d"
-)
+PER_INTERVAL = counts("$timeFilter", 'time($interval), "direction" fill(0)')
+PER_SITE = counts("\"direction\" = 'in' AND $timeFilter", 'time($interval), "site" fill(0)')
+RANGE_TOTAL_IN = counts("\"direction\" = 'in' AND $timeFilter")
+LAST_WEEK_TOTAL_IN = counts("\"direction\" = 'in' AND time >= ${__from}ms - 7d AND time <= ${__to}ms - 7d")
 # The newest push per serial, as a raw point: two last() would make InfluxQL answer time 0.
 LAST_PUSH = (
-    'SELECT "sensor_label" AS "sensor", "ip_address" FROM "sensor_push" '
-    f'WHERE {SENSOR_MATCH} GROUP BY "serial" ORDER BY time DESC LIMIT 1'
+    'SELECT "sensor_label" AS "sensor", "ip_address", "site", "zone" FROM "sensor_push" '
+    f'WHERE {FILTERS} GROUP BY "serial" ORDER BY time DESC LIMIT 1'
 )
 # "name (SERIAL)" per serial, newest first; the variable's regex makes the serial its value.
-SENSOR_VALUES = 'SELECT last("sensor_label") FROM "sensor_push" WHERE time > now() - 90d GROUP BY "serial"'
+SENSOR_VALUES = (
+    'SELECT last("sensor_label") FROM "sensor_push" WHERE time > now() - 90d '
+    'AND "site" =~ /^$site$/ AND "zone" =~ /^$zone$/ GROUP BY "serial"'
+)
 SENSOR_REGEX = r"/^(?<text>.* \((?<value>[^()]+)\))$/"
-TIMEZONE_VALUES = f'SELECT last("timezone") FROM "sensor_push" WHERE {SENSOR_MATCH} GROUP BY "serial"'
+SITE_VALUES = 'SHOW TAG VALUES FROM "people_count" WITH KEY = "site"'
+ZONE_VALUES = 'SHOW TAG VALUES FROM "people_count" WITH KEY = "zone" WHERE "site" =~ /^$site$/'
+HOUR_NAMES = {str(hour): f"{hour:02d}:00" for hour in range(24)}
+WEEKDAY_NAMES = {"1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6": "Sat", "7": "Sun"}
 
 
 # --- panel helpers --------------------------------------------------------------------------------
@@ -362,41 +381,152 @@ def dashboard(
 
 
 # --- people counting ------------------------------------------------------------------------------
+def folded_chart(title: str, description: str, field: str, names: dict[str, str] | None) -> dict[str, Any]:
+    """A bar chart of visitors in per ``field`` (hour, weekday, day) over the range, in each sensor's zone."""
+    transformations: list[dict[str, Any]] = [
+        *fold(field),
+        {
+            "id": "convertFieldType",
+            "options": {"conversions": [{"targetField": field, "destinationType": "string"}]},
+        },
+    ]
+    mappings = (
+        [{"type": "value", "options": {value: {"text": text} for value, text in names.items()}}]
+        if names
+        else []
+    )
+    return {
+        "type": "barchart",
+        "title": title,
+        "description": description,
+        "datasource": INFLUX_DS,
+        "targets": [influx_target("A", folded(field), table=True)],
+        "transformations": transformations,
+        "fieldConfig": {
+            "defaults": {"decimals": 0, "color": {"mode": "fixed", "fixedColor": "green"}},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": field},
+                    "properties": [{"id": "mappings", "value": mappings}],
+                }
+            ],
+        },
+        "options": {
+            "xField": field,
+            "orientation": "vertical",
+            "showValue": "never",
+            "barWidth": 0.8,
+            "groupWidth": 0.7,
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+    }
+
+
+def fold(field: str) -> list[dict[str, Any]]:
+    """Grafana transformations: sum ``visitors`` per value of ``field``, in ascending order of it."""
+    return [
+        {
+            "id": "groupBy",
+            "options": {
+                "fields": {
+                    field: {"aggregations": [], "operation": "groupby"},
+                    "visitors": {"aggregations": ["sum"], "operation": "aggregate"},
+                }
+            },
+        },
+        {"id": "sortBy", "options": {"sort": [{"field": field, "desc": False}]}},
+    ]
+
+
+def merged_table(
+    title: str, description: str, targets: list[dict[str, Any]], columns: dict[str, str]
+) -> dict[str, Any]:
+    """A table joining table-format queries on their tag columns; ``columns`` orders and names them."""
+    refs = [target["refId"] for target in targets]
+    time_renames = {"PUSH": {"Time": "last_push"}}
+    transformations: list[dict[str, Any]] = [
+        {
+            "id": "organize",
+            "filter": by_ref(ref),
+            "options": {"renameByName": time_renames[ref]}
+            if ref in time_renames
+            else {"excludeByName": {"Time": True}},
+        }
+        for ref in refs
+    ]
+    transformations += [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {
+                "indexByName": {name: index for index, name in enumerate(columns)},
+                "renameByName": columns,
+            },
+        },
+    ]
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": INFLUX_DS,
+        "targets": targets,
+        "transformations": transformations,
+        "fieldConfig": {
+            "defaults": {"decimals": 0, "noValue": "0", "custom": {"align": "auto"}},
+            "overrides": [],
+        },
+        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
+    }
+
+
 def people_counting() -> dict[str, Any]:
-    """Store-facing dashboard: visitors in/out, today's totals, people inside, per-sensor table."""
+    """Store-facing dashboard: visitors today and this week, people inside, sites, sensors, hours."""
     layout = Layout()
     panels: list[dict[str, Any]] = []
-    # Series come sorted by direction, so the classic palette paints "in" green and "out" yellow.
+    in_today = counts(f"\"direction\" = 'in' AND {current('day')}")
 
     today = stat(
         "Today",
-        "Visitors counted in and out since midnight in the sensor's time zone (the 'Time zone' variable).",
-        [influx_target("A", today_by(None, ', "direction"'), alias="$tag_direction")],
+        "Visitors counted in and out since each sensor's counting day started (its local midnight, or "
+        "the receiver's AXIS_EXPORTER_DAY_START), in its own time zone.",
+        [influx_target("A", counts(current("day"), '"direction"'), alias="$tag_direction")],
     )
-    panels.append(layout.place(today, 8, 5))
+    panels.append(layout.place(today, 6, 5))
 
     inside = stat(
         "People inside now",
-        "Visitors in minus visitors out since local midnight. Drifts when a sensor miscounts; it starts "
-        "again from zero every night.",
-        [
-            influx_target("IN", today_by("in", ""), hide=True),
-            influx_target("OUT", today_by("out", ""), hide=True),
-            math_target("INSIDE", "$IN - $OUT"),
-        ],
-        displayName="Inside now",
+        "Visitors in minus visitors out since the counting day started, added up per site (the sensors "
+        "file); a site below zero counts as zero. Sensors without a site count as one site.",
+        [influx_target("A", inside_now(), alias="Inside now")],
+        noValue="0",
     )
-    panels.append(layout.place(inside, 6, 5))
+    panels.append(layout.place(inside, 5, 5))
 
-    compare = stat(
-        "Visitors in: this period and the same period last week",
-        "Total visitors in over the selected time range, and over the same range seven days earlier.",
+    day_vs_week = stat(
+        "Today and the same weekday last week",
+        "Visitors in so far today, and on the same weekday a week ago up to the same time of day.",
         [
-            influx_target("A", RANGE_TOTAL_IN, alias="This period"),
-            influx_target("B", LAST_WEEK_TOTAL_IN, alias="Same period last week"),
+            influx_target("A", in_today, alias="Today"),
+            influx_target(
+                "B", counts(f"\"direction\" = 'in' AND {current('day', 1)}"), alias="Same weekday last week"
+            ),
         ],
+        noValue="0",
     )
-    panels.append(layout.place(compare, 10, 5))
+    panels.append(layout.place(day_vs_week, 7, 5))
+
+    week_vs_week = stat(
+        "This week and last week",
+        "Visitors in so far this week (Monday to Sunday, in each sensor's zone), and last week up to the "
+        "same time.",
+        [
+            influx_target("A", counts(f"\"direction\" = 'in' AND {current('week')}"), alias="This week"),
+            influx_target("B", counts(f"\"direction\" = 'in' AND {current('week', 1)}"), alias="Last week"),
+        ],
+        noValue="0",
+    )
+    panels.append(layout.place(week_vs_week, 6, 5))
     layout.newline()
 
     per_interval = timeseries(
@@ -420,159 +550,194 @@ def people_counting() -> dict[str, Any]:
     panels.append(layout.place(last_week, 24, 7))
     layout.newline()
 
-    table = {
-        "type": "table",
-        "title": "Sensors today",
-        "description": "Per sensor that counted in the last 7 days: visitors in and out since local "
-        "midnight, people inside, and its last push (with the address it pushed from).",
-        "datasource": INFLUX_DS,
-        "targets": [
-            influx_target("IN", today_per_sensor("in"), table=True),
-            influx_target("OUT", today_per_sensor("out"), table=True),
-            influx_target("PUSH", LAST_PUSH, table=True),
+    sites = merged_table(
+        "Sites today",
+        "Per site (the sensors file's 'site'; sensors without one under an empty site): visitors in and "
+        "out since the counting day started, people inside (never below zero), and visitors in on the "
+        "same weekday last week up to the same time.",
+        [
+            influx_target(
+                "IN",
+                counts(f"\"direction\" = 'in' AND {current('day')}", '"site"', 'sum("count") AS "in_today"'),
+                table=True,
+            ),
+            influx_target(
+                "OUT",
+                counts(
+                    f"\"direction\" = 'out' AND {current('day')}", '"site"', 'sum("count") AS "out_today"'
+                ),
+                table=True,
+            ),
+            influx_target("INSIDE", inside_now('"site"'), table=True),
+            influx_target(
+                "WEEK",
+                counts(
+                    f"\"direction\" = 'in' AND {current('day', 1)}",
+                    '"site"',
+                    'sum("count") AS "in_last_week"',
+                ),
+                table=True,
+            ),
         ],
-        "transformations": [
-            {"id": "organize", "filter": by_ref("IN"), "options": {"excludeByName": {"Time": True}}},
-            {"id": "organize", "filter": by_ref("OUT"), "options": {"excludeByName": {"Time": True}}},
-            {"id": "organize", "filter": by_ref("PUSH"), "options": {"renameByName": {"Time": "last_push"}}},
-            {"id": "merge", "options": {}},
-            {
-                "id": "calculateField",
-                "options": {
-                    "mode": "binary",
-                    "binary": {"left": "in_today", "operator": "-", "right": "out_today"},
-                    "alias": "inside_now",
-                    "replaceFields": False,
-                },
-            },
-            {
-                "id": "organize",
-                "options": {
-                    "indexByName": {
-                        "sensor": 0,
-                        "serial": 1,
-                        "in_today": 2,
-                        "out_today": 3,
-                        "inside_now": 4,
-                        "last_push": 5,
-                        "ip_address": 6,
-                    },
-                    "renameByName": {
-                        "sensor": "Sensor",
-                        "serial": "Serial",
-                        "in_today": "In today",
-                        "out_today": "Out today",
-                        "inside_now": "Inside now",
-                        "last_push": "Last push",
-                        "ip_address": "Pushed from",
-                    },
-                },
-            },
-        ],
-        "fieldConfig": {"defaults": {"decimals": 0, "custom": {"align": "auto"}}, "overrides": []},
-        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
-    }
-    panels.append(layout.place(table, 24, 7))
+        {
+            "site": "Site",
+            "in_today": "In today",
+            "out_today": "Out today",
+            "inside": "Inside now",
+            "in_last_week": "In, same weekday last week",
+        },
+    )
+    panels.append(layout.place(sites, 14, 8))
+
+    per_site = timeseries(
+        "Visitors in per site",
+        "Visitors in per aggregation interval, one line per site, to compare sites.",
+        [influx_target("A", PER_SITE, alias="$tag_site")],
+        decimals=0,
+    )
+    panels.append(layout.place(per_site, 10, 8))
     layout.newline()
 
-    for title, fmt, description in (
-        (
-            "Visitors in by hour of day",
-            "HH:00",
-            "Visitors in over the selected range, summed per hour of day.",
-        ),
-        ("Visitors in by day of week", "E ddd", "Visitors in over the selected range, summed per weekday."),
-    ):
-        chart = {
-            "type": "barchart",
-            "title": title,
-            "description": description
-            + " Hours and weekdays follow the dashboard's time zone (your browser by default), which "
-            "InfluxQL cannot fold by itself.",
-            "datasource": INFLUX_DS,
-            "targets": [influx_target("A", HOURLY_IN, alias="in")],
-            "transformations": [
-                {
-                    "id": "formatTime",
-                    "options": {"timeField": "Time", "outputFormat": fmt, "useTimezone": True},
-                },
-                {
-                    "id": "groupBy",
-                    "options": {
-                        "fields": {
-                            "Time": {"aggregations": [], "operation": "groupby"},
-                            "in": {"aggregations": ["sum"], "operation": "aggregate"},
-                        }
-                    },
-                },
-                {"id": "sortBy", "options": {"sort": [{"field": "Time", "desc": False}]}},
-            ],
-            "fieldConfig": {
-                "defaults": {"decimals": 0, "color": {"mode": "fixed", "fixedColor": "green"}},
-                "overrides": [],
-            },
-            "options": {
-                "xField": "Time",
-                "orientation": "vertical",
-                "showValue": "never",
-                "barWidth": 0.8,
-                "groupWidth": 0.7,
-                "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
-                "tooltip": {"mode": "single", "sort": "none"},
-            },
-        }
-        panels.append(layout.place(chart, 12, 8))
-
-    variables = [
-        datasource_variable("ds_influxdb", "InfluxDB", "influxdb", INFLUXDB_UID, "InfluxDB (axis)"),
+    sensor_group = '"serial"'
+    sensors = merged_table(
+        "Sensors today",
+        "Per sensor: its site and zone (as of its last push), visitors in and out since its counting day "
+        "started, and its last push (with the address it pushed from).",
+        [
+            influx_target(
+                "IN",
+                counts(
+                    f"\"direction\" = 'in' AND {current('day')}", sensor_group, 'sum("count") AS "in_today"'
+                ),
+                table=True,
+            ),
+            influx_target(
+                "OUT",
+                counts(
+                    f"\"direction\" = 'out' AND {current('day')}", sensor_group, 'sum("count") AS "out_today"'
+                ),
+                table=True,
+            ),
+            influx_target("PUSH", LAST_PUSH, table=True),
+        ],
         {
+            "sensor": "Sensor",
+            "serial": "Serial",
+            "site": "Site",
+            "zone": "Zone",
+            "in_today": "In today",
+            "out_today": "Out today",
+            "last_push": "Last push",
+            "ip_address": "Pushed from",
+        },
+    )
+    panels.append(layout.place(sensors, 24, 7))
+    layout.newline()
+
+    zone_note = (
+        " Each sensor's visitors count in its own time zone, so sensors in several zones add up right."
+    )
+    panels.append(
+        layout.place(
+            folded_chart(
+                "Visitors in by hour of day",
+                "Visitors in over the selected range, per local clock hour." + zone_note,
+                "hour",
+                HOUR_NAMES,
+            ),
+            9,
+            8,
+        )
+    )
+    panels.append(
+        layout.place(
+            folded_chart(
+                "Visitors in by day of week",
+                "Visitors in over the selected range, per weekday of the counting day." + zone_note,
+                "weekday",
+                WEEKDAY_NAMES,
+            ),
+            9,
+            8,
+        )
+    )
+    busiest = stat(
+        "Busiest hour",
+        "The local clock hour with the most visitors in over the selected range, in each sensor's zone.",
+        [influx_target("A", folded("hour"), table=True)],
+        mappings=[
+            {"type": "value", "options": {value: {"text": text} for value, text in HOUR_NAMES.items()}}
+        ],
+    )
+    busiest["transformations"] = [
+        *fold("hour"),
+        {"id": "sortBy", "options": {"sort": [{"field": "visitors (sum)", "desc": True}]}},
+        {"id": "limit", "options": {"limitField": 1}},
+    ]
+    busiest["options"]["reduceOptions"] = {"calcs": ["lastNotNull"], "fields": "/^hour$/", "values": False}
+    busiest["options"]["textMode"] = "value"
+    panels.append(layout.place(busiest, 6, 8))
+    layout.newline()
+
+    panels.append(
+        layout.place(
+            folded_chart(
+                "Visitors in per day",
+                "Visitors in per counting day (YYYYMMDD) over the selected range." + zone_note,
+                "day",
+                None,
+            ),
+            24,
+            7,
+        )
+    )
+
+    def query_variable(name: str, label: str, description: str, query: str, **extra: Any) -> dict[str, Any]:
+        return {
             "type": "query",
-            "name": "sensor",
-            "label": "Sensor",
-            "description": "Sensors that the panels add up, listed by the name set on the camera and "
-            "selected by serial (a name alone could be anyone's).",
+            "name": name,
+            "label": label,
+            "description": description,
             "datasource": INFLUX_DS,
-            "query": SENSOR_VALUES,
-            "definition": SENSOR_VALUES,
+            "query": query,
+            "definition": query,
             "multi": True,
             "includeAll": True,
             "allValue": ".*",
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "options": [],
             "refresh": 1,
-            "regex": SENSOR_REGEX,
+            "regex": "",
             "sort": 1,
             "hide": 0,
-        },
+            **extra,
+        }
+
+    variables = [
+        datasource_variable("ds_influxdb", "InfluxDB", "influxdb", INFLUXDB_UID, "InfluxDB (axis)"),
+        query_variable("site", "Site", "Sites from the receiver's sensors file.", SITE_VALUES),
+        query_variable("zone", "Zone", "Zones of the selected sites.", ZONE_VALUES),
+        query_variable(
+            "sensor",
+            "Sensor",
+            "Sensors that the panels add up, listed by the name set on the camera and selected by serial (a "
+            "name alone could be anyone's).",
+            SENSOR_VALUES,
+            regex=SENSOR_REGEX,
+        ),
         {
             "type": "interval",
             "name": "interval",
             "label": "Interval",
-            "description": "Aggregation interval of the in/out chart.",
-            "query": "15m,30m,1h,3h,6h,12h,1d,7d",
+            "description": "Aggregation interval of the charts over time (days and weeks: see the charts "
+            "folded by each sensor's calendar).",
+            "query": "15m,30m,1h,3h,6h,12h",
             "auto": False,
             "auto_count": 30,
             "auto_min": "15m",
             "current": {"selected": True, "text": "1h", "value": "1h"},
             "options": [],
             "refresh": 2,
-            "hide": 0,
-        },
-        {
-            "type": "query",
-            "name": "tz",
-            "label": "Time zone",
-            "description": "Time zone that defines 'today' and the interval boundaries. Taken from what the "
-            "selected sensors report (sensor.timeZone in each push); pick one if they differ.",
-            "datasource": INFLUX_DS,
-            "query": TIMEZONE_VALUES,
-            "definition": TIMEZONE_VALUES,
-            "multi": False,
-            "includeAll": False,
-            "options": [],
-            "refresh": 1,
-            "regex": "",
-            "sort": 1,
             "hide": 0,
         },
     ]
@@ -963,8 +1128,9 @@ def alert_rules() -> dict[str, Any]:
                         "isPaused": False,
                         "labels": {"severity": "warning", "service": "axis-exporter"},
                         "annotations": {
-                            "summary": "Sensor {{ $labels.sensor }} ({{ $labels.serial }}) stopped pushing",
-                            "description": "No push from {{ $labels.sensor }} for "
+                            "summary": QUIET_SUMMARY,
+                            "description": "No push from {{ $labels.sensor }}{{ if $labels.site }} at "
+                            "{{ $labels.site }}{{ end }} for "
                             "{{ humanizeDuration $values.SINCE.Value }}; the threshold is "
                             "{{ humanizeDuration $values.THRESHOLD.Value }} "
                             f"({QUIET_FACTOR} x its send interval, at least {QUIET_MIN_SECONDS} s). "
