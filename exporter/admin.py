@@ -37,6 +37,7 @@ from exporter.influxread import InfluxReader
 from exporter.logsafe import loggable
 from exporter.metrics import Metrics, exposition
 from exporter.pushlog import PushLog
+from exporter.sensorsfile import SensorsFile
 from exporter.stackcheck import ALERT_SINK_PATH
 from exporter.status import ListenerInfo, StatusSource
 from exporter.writer import InfluxWriter
@@ -227,7 +228,11 @@ def describe_notification(body: bytes) -> str:
 
 
 def run_admin_process(
-    listening: socket.socket, config: Config, parent_pid: int, listener: ListenerInfo
+    listening: socket.socket,
+    config: Config,
+    parent_pid: int,
+    listener: ListenerInfo,
+    sensors_file: SensorsFile | None = None,
 ) -> None:
     """Serve the admin routes until SIGTERM, or until the process that started this one is gone."""
     running = True
@@ -239,7 +244,8 @@ def run_admin_process(
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, stop)
     assert config.influx is not None, "serve always has an InfluxDB"
-    metrics = Metrics(None, config.max_sensors, config.prometheus_multiproc_dir)
+    labels_of = sensors_file.labels if sensors_file is not None else None
+    metrics = Metrics(None, config.max_sensors, config.prometheus_multiproc_dir, labels_of=labels_of)
     influx = InfluxWriter(config.influx, config.write_chunk_lines)
     status = StatusSource(
         config,
@@ -249,6 +255,7 @@ def run_admin_process(
         deadletter=DeadLetterStore(config.deadletter_dir, Quotas.from_total(config.deadletter_max_bytes)),
         reader=InfluxReader(config.influx),
         influx_reachable=influx.reachable,
+        sensors_file=sensors_file,
     )
     app = create_admin_app(config, metrics=metrics, influx=influx, status=status)
     server = AdminHTTPServer(listening, app)

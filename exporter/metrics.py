@@ -13,7 +13,7 @@ import logging
 import os
 import platform
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -76,12 +76,17 @@ class SensorCollector:
     """Per-sensor metrics, one series per serial, from the shared sensor registry at scrape time.
 
     The name is not a label of these (a renamed sensor would leave a series behind under its old name);
-    ``axis_exporter_sensor_name_timestamp_seconds`` carries it, valued with the time of the last push
-    under that name, so ``topk by (serial) (1, ...)`` finds a sensor's current name.
+    ``axis_exporter_sensor_name_timestamp_seconds`` carries it, and the site and zone that the sensors
+    file gives the serial (``labels_of``), valued with the time of the last push, so
+    ``topk by (serial) (1, ...)`` finds a sensor's current name and site. One series per serial: the
+    labels come from the file now, so they add no series to the cap.
     """
 
-    def __init__(self, sensors: SensorRegistry) -> None:
+    def __init__(
+        self, sensors: SensorRegistry, labels_of: Callable[[str], Mapping[str, str]] | None = None
+    ) -> None:
         self.sensors = sensors
+        self.labels_of = labels_of or (lambda serial: {})
 
     def collect(self) -> Iterator[Metric]:
         """The families, read from the registry now."""
@@ -108,13 +113,17 @@ class SensorCollector:
         )
         name = GaugeMetricFamily(
             f"{PREFIX}_sensor_name_timestamp_seconds",
-            "The sensor's name (label sensor), valued with the unix time of its last push under that name.",
-            labels=["serial", "sensor"],
+            "The sensor's name (label sensor) and its site and zone from the sensors file, valued with the "
+            "unix time of its last push.",
+            labels=["serial", "sensor", "site", "zone"],
         )
         states = self.sensors.sensors()
         for state in states:
             last_push.add_metric([state.serial], state.last_push)
-            name.add_metric([state.serial, state.name], state.last_push)
+            labels = self.labels_of(state.serial)
+            name.add_metric(
+                [state.serial, state.name, labels.get("site", ""), labels.get("zone", "")], state.last_push
+            )
             intervals.add_metric([state.serial], state.intervals_total)
             if state.last_interval_end is not None:
                 last_end.add_metric([state.serial], state.last_interval_end)
@@ -136,14 +145,19 @@ class Metrics:
     """
 
     def __init__(
-        self, registry: CollectorRegistry | None, max_sensors: int, shared_dir: Path | None = None
+        self,
+        registry: CollectorRegistry | None,
+        max_sensors: int,
+        shared_dir: Path | None = None,
+        labels_of: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.registry = registry
+        self.labels_of = labels_of
         self.max_sensors = max_sensors
         directory = shared_dir or client_multiprocess_dir()
         self.sensors = SensorRegistry(directory / DATABASE_FILE if directory else None, max_sensors)
         if registry is not None:
-            registry.register(SensorCollector(self.sensors))
+            registry.register(SensorCollector(self.sensors, labels_of))
         reg = registry
         self.pushes = Counter(
             f"{PREFIX}_pushes", "Pushes received, by how they were answered.", ["result"], registry=reg
@@ -232,7 +246,7 @@ def exposition(metrics: Metrics, multiprocess_dir: Path | None) -> tuple[bytes, 
             )
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
-        registry.register(SensorCollector(metrics.sensors))
+        registry.register(SensorCollector(metrics.sensors, metrics.labels_of))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     assert metrics.registry is not None, "single-process metrics need a registry"
     return generate_latest(metrics.registry), CONTENT_TYPE_LATEST

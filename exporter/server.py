@@ -189,7 +189,7 @@ class AdminProcess:
             self.sensors_file.watch()
             from exporter.admin import run_admin_process
 
-            run_admin_process(self.listening, self.config, arbiter.pid, self.listener)
+            run_admin_process(self.listening, self.config, arbiter.pid, self.listener, self.sensors_file)
         except BaseException:
             log.exception("admin process failed")
             status = 1

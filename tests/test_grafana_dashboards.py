@@ -303,9 +303,10 @@ def test_quiet_sensor_rule_compares_each_sensor_with_its_threshold() -> None:
     # The quiet sensor must still be returned (Grafana resolves a series that disappears).
     assert "max_over_time(axis_exporter_sensor_last_push_timestamp_seconds" in exprs["SINCE"]
     assert "axis_exporter_sensor_push_interval_seconds" in exprs["THRESHOLD"]
-    # One series per serial, named by its current name: Grafana's math matches SINCE and THRESHOLD by labels.
+    # One series per serial, named by its current name and site: Grafana's math matches SINCE and THRESHOLD
+    # by labels.
     assert all(
-        "by (serial)" in expr and "group_left (sensor)" in expr
+        "by (serial)" in expr and "group_left (sensor, site, zone)" in expr
         for ref, expr in exprs.items()
         if ref != "QUIET"
     )

@@ -144,10 +144,21 @@ def test_a_sensor_is_its_serial_and_a_new_name_replaces_the_old_one() -> None:
     metrics.record_sensor_push(sensor_push("ACCC8E000001", 2_000.0, 1, None, name="entrance"))
     text = exposition(metrics, None)[0].decode()
     assert text.count("axis_exporter_sensor_last_push_timestamp_seconds{") == 1
-    assert (
-        'axis_exporter_sensor_name_timestamp_seconds{sensor="entrance",serial="ACCC8E000001"} 2000.0' in text
-    )
+    name = 'axis_exporter_sensor_name_timestamp_seconds{sensor="entrance",serial="ACCC8E000001"'
+    assert name + ',site="",zone=""} 2000.0' in text, "unassigned: empty site and zone, i.e. none"
     assert "lobby" not in text, "the old name leaves no series behind"
+
+
+def test_the_name_series_carries_the_site_and_zone_of_the_sensors_file() -> None:
+    labels = {"ACCC8E000001": {"site": "Store 12 Berlin", "zone": "Main entrance", "floor": "1"}}
+    metrics = Metrics(
+        CollectorRegistry(auto_describe=True), 10, labels_of=lambda serial: labels.get(serial, {})
+    )
+    metrics.record_sensor_push(sensor_push("ACCC8E000001", 2_000.0, 1, None, name="entrance"))
+    text = exposition(metrics, None)[0].decode()
+    expected = 'serial="ACCC8E000001",site="Store 12 Berlin",zone="Main entrance"} 2000.0'
+    assert f'axis_exporter_sensor_name_timestamp_seconds{{sensor="entrance",{expected}' in text
+    assert "floor" not in text, "only site and zone reach Prometheus"
 
 
 def test_sensor_cap_stops_new_serials_but_counts_their_pushes_whatever_their_names() -> None:
