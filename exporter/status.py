@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from exporter.deadletter import DeadLetterStore
 from exporter.influxread import InfluxReader, InfluxReadError, quote_regex
 from exporter.pushlog import PushLog, PushRecord
 from exporter.sensors import MAX_SEND_INTERVAL_SECONDS, SensorRegistry, SensorState, quiet_threshold
+from exporter.sensorsfile import SensorsFile
 
 # A push later than its interval by more than this is late; silence past quiet_threshold is "silent".
 LATE_GRACE_SECONDS = 60
@@ -63,6 +64,8 @@ class SensorRow:
 
     serial: str
     name: str
+    site: str  # from the sensors file; "" when the file does not assign the serial
+    zone: str
     reported_address: str
     source_address: str
     application: str
@@ -122,6 +125,8 @@ class StatusReport:
     sensors: list[SensorRow]
     recent_pushes: list[PushRecord]
     counts_message: str  # why today's counts or earlier sensors are missing, "" when they are not
+    sensors_file: str  # its path, "" without one
+    unassigned: list[str]  # serials with a row here that the sensors file does not assign
 
     def as_dict(self) -> dict[str, Any]:
         """For JSON."""
@@ -183,6 +188,7 @@ class StatusSource:
         deadletter: DeadLetterStore,
         reader: InfluxReader | None,
         influx_reachable: Any,
+        sensors_file: SensorsFile | None = None,
     ) -> None:
         self.config = config
         self.listener = listener
@@ -191,6 +197,7 @@ class StatusSource:
         self.deadletter = deadletter
         self.reader = reader
         self.influx_reachable = influx_reachable  # () -> bool, cached by the writer
+        self.sensors_file = sensors_file
         self.tls = _TlsInfo.read(listener.certfile)
         self._lock = threading.Lock()
         self._known = _Cached()
@@ -206,7 +213,8 @@ class StatusSource:
             known = self._known_sensors(now)
         except InfluxReadError as exc:
             problems.append(str(exc))
-        rows = self._rows(states, known, self.push_log.latest_answers(), now)
+        assigned = self.sensors_file.assigned() if self.sensors_file is not None else {}
+        rows = self._rows(states, known, self.push_log.latest_answers(), assigned, now)
         counts: dict[str, tuple[int, int]] = {}
         try:
             counts = self._today_counts(rows, now)
@@ -250,7 +258,12 @@ class StatusSource:
             sensors=rows,
             recent_pushes=self.push_log.recent(RECENT_PUSHES_SHOWN),
             counts_message="; ".join(dict.fromkeys(problems)),
+            sensors_file=str(self.sensors_file.path or "") if self.sensors_file is not None else "",
+            unassigned=sorted(row.serial for row in rows if not row.site) if self._has_file() else [],
         )
+
+    def _has_file(self) -> bool:
+        return self.sensors_file is not None and self.sensors_file.path is not None
 
     def ca_pem(self) -> bytes | None:
         """The CA certificate that signed the push listener's certificate, when ``certs`` made it."""
@@ -261,15 +274,25 @@ class StatusSource:
         states: dict[str, SensorState],
         known: dict[str, dict[str, Any]],
         answers: dict[str, PushRecord],
+        assigned: Mapping[str, Mapping[str, str]],
         now: float,
     ) -> list[SensorRow]:
         rows = [_row(state, answers.get(state.serial), now) for state in states.values()]
         for serial, earlier in known.items():
             if serial not in states:
                 rows.append(_unseen_row(serial, earlier, answers.get(serial), now))
-        for serial in self._bound_serials():
+        expected = {*self._bound_serials(), *assigned}  # a token or the sensors file names them
+        for serial in sorted(expected):
             if serial not in states and serial not in known:
                 rows.append(_unseen_row(serial, {}, answers.get(serial), now))
+        rows = [
+            dataclasses.replace(
+                row, site=assigned[row.serial].get("site", ""), zone=assigned[row.serial].get("zone", "")
+            )
+            if row.serial in assigned
+            else row
+            for row in rows
+        ]
         order = {state: index for index, state in enumerate(("silent", "late", "receiving"))}
         return sorted(rows, key=lambda row: (order.get(row.state, 3), row.name.lower(), row.serial))
 
@@ -394,6 +417,8 @@ def _row(state: SensorState, answer: PushRecord | None, now: float) -> SensorRow
     return SensorRow(
         serial=state.serial,
         name=state.name,
+        site="",
+        zone="",
         reported_address=state.ip_address,
         source_address=state.source_address,
         application=state.application,
@@ -421,6 +446,8 @@ def _unseen_row(serial: str, earlier: dict[str, Any], answer: PushRecord | None,
     return SensorRow(
         serial=serial,
         name=name,
+        site="",
+        zone="",
         reported_address="",
         source_address="",
         application="",

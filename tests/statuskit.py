@@ -47,6 +47,16 @@ FLEET_TOKEN = "fleet-token-" + "f" * 24
 OTHER_TOKEN = "other-token-" + "0" * 24
 WRONG_TOKEN = "wrong-token-" + "9" * 24
 MAX_BODY_BYTES = 256 * 1024
+# The simulated cameras have sites; the two midnight cameras are not in the file (unassigned).
+SITES = {
+    SIMULATED[0]: ("Store 12 Berlin", "Main entrance"),
+    SIMULATED[1]: ("New York 5th Ave", ""),
+    SIMULATED[2]: ("Tokyo Ginza", "Lift"),
+}
+SENSORS_FILE = "sensors:\n" + "".join(
+    f"  {serial}:\n    site: {site}\n" + (f"    zone: {zone}\n" if zone else "")
+    for serial, (site, zone) in SITES.items()
+)
 
 
 @dataclass
@@ -139,6 +149,8 @@ def commission(base: Path) -> Iterator[Commissioned]:
         "AXIS_EXPORTER_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "PROMETHEUS_MULTIPROC_DIR": str(runtime),
     }
+    sensors_file = base / "sensors.yml"
+    sensors_file.write_text(SENSORS_FILE, encoding="utf-8")
     log_path = base / "serve.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
@@ -146,6 +158,7 @@ def commission(base: Path) -> Iterator[Commissioned]:
                 sys.executable, "-m", "exporter", "serve",
                 "--bind", f"127.0.0.1:{port}", "--admin-bind", f"127.0.0.1:{admin_port}",
                 "--workers", "2", "--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key),
+                "--sensors-file", str(sensors_file),
             ],
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -19,6 +19,7 @@ from tests.statuskit import (
     SILENT_SERIAL,
     SIMULATED,
     SIMULATED_ZONES,
+    SITES,
     TODAY_IN,
     TODAY_OUT,
     Commissioned,
@@ -61,6 +62,19 @@ def test_every_sensor_has_a_row_in_its_state(commissioned: Commissioned) -> None
     assert first["push_interval_seconds"] == 300
     assert first["last_push_age_seconds"] < 120
     assert first["last_push_local"].endswith(("CET", "CEST")), first["last_push_local"]
+
+
+def test_sites_and_zones_come_from_the_sensors_file_and_the_rest_is_unassigned(
+    commissioned: Commissioned,
+) -> None:
+    status = commissioned.status()
+    sensors = rows(status)
+    for serial, (site, zone) in SITES.items():
+        assert (sensors[serial]["site"], sensors[serial]["zone"]) == (site, zone)
+    assigned = set(SITES)
+    assert status["unassigned"] == sorted(set(sensors) - assigned), "listed as unassigned"
+    page = requests.get(f"{commissioned.admin_url}/", timeout=10).text
+    assert "Store 12 Berlin" in page and "unassigned (not in the sensors file)" in page
 
 
 def test_today_counts_start_at_each_sensors_own_local_midnight(commissioned: Commissioned) -> None:
