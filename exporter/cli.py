@@ -49,6 +49,7 @@ class LazyGroup(click.Group):
     LAZY: ClassVar[dict[str, str]] = {
         "certs": "exporter.certs:certs",
         "check-secrets": "exporter.stackcheck:check_secrets_command",
+        "relabel": "exporter.relabel:relabel_command",
         "simulate": "exporter.simulate:simulate",
     }
 

@@ -1,9 +1,10 @@
-"""Reads from InfluxDB for the status page: InfluxQL over the ``/query`` endpoint.
+"""InfluxQL over InfluxDB's ``/query`` endpoint: the status page's reads, and ``relabel``'s.
 
 InfluxDB 2.x answers InfluxQL on ``/query`` for a bucket through its automatic DBRP mapping (database =
-bucket name), with the same ``Authorization: Token`` header as writes; 1.x answers it natively. The
-status page only reads a day of counts and a week of pushes, so this is a small stdlib HTTP client with a
-short timeout rather than a second client library. Errors come back as one line of text.
+bucket name), with the same ``Authorization: Token`` header as writes; 1.x answers it natively. Both
+also take InfluxQL ``DELETE`` there (2.x since 2.0: influxdata/influxdb PR #19549), which ``relabel``
+uses. The status page only reads a day of counts and a week of pushes, so this is a small stdlib HTTP
+client with a short timeout rather than a second client library. Errors come back as one line of text.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ class InfluxReader:
 
     def query(self, statements: list[str]) -> list[list[dict[str, Any]]]:
         """Run ``statements`` in one request; per statement, one dict per row (tags included, unix time)."""
+        tables: list[list[dict[str, Any]]] = []
+        for statement in self.results(statements):
+            rows: list[dict[str, Any]] = []
+            for series in statement.get("series", []):
+                tags = series.get("tags") or {}
+                for values in series.get("values", []):
+                    rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
+            tables.append(rows)
+        return tables
+
+    def results(self, statements: list[str]) -> list[dict[str, Any]]:
+        """Run ``statements`` in one request; InfluxDB's result of each (with ``series`` as it gives them)."""
         params = urllib.parse.urlencode({"db": self.config.bucket, "epoch": "s"})
         request = urllib.request.Request(
             f"{self.config.url.rstrip('/')}/query?{params}",
@@ -57,14 +70,7 @@ class InfluxReader:
             reason = getattr(exc, "reason", exc)
             raise InfluxReadError(f"InfluxDB at {self.config.shown_url} did not answer: {reason}") from None
         results = document.get("results", []) if isinstance(document, dict) else []
-        tables: list[list[dict[str, Any]]] = []
         for statement in results:
             if "error" in statement:
                 raise InfluxReadError(f"InfluxDB refused a query: {loggable(str(statement['error']), 300)}")
-            rows: list[dict[str, Any]] = []
-            for series in statement.get("series", []):
-                tags = series.get("tags") or {}
-                for values in series.get("values", []):
-                    rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
-            tables.append(rows)
-        return tables
+        return list(results)
