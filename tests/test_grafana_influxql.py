@@ -498,6 +498,13 @@ def test_selecting_a_site_narrows_today(influx: LocalInflux, dataset: Dataset) -
     assert shown["in"] == dataset.total("in", lambda c: c.site == "Stockholm City" and counting_day(c, end))
 
 
+def test_zones_and_sites_add_no_series_but_a_move(influx: LocalInflux, dataset: Dataset) -> None:
+    """Cardinality: the tz, site and zone tags follow the serial, so a sensor and direction is one series;
+    only the moved sensor has a second one per direction (its old site), and the calendar is fields."""
+    series = influx.query(dataset.database, 'SHOW SERIES FROM "people_count"')
+    assert len(series) == 2 * len(SENSORS) + 2, series
+
+
 def test_a_broken_query_fails_loudly(influx: LocalInflux, dataset: Dataset) -> None:
     # The harness raises on InfluxQL errors, so "runs" above means InfluxDB accepted every query.
     with pytest.raises(LocalInfluxError):
