@@ -118,6 +118,16 @@ def counts(where: str, group_by: str = "", select: str = 'sum("count")') -> str:
     return f"{query} GROUP BY {group_by}" if group_by else query
 
 
+def visitors(direction: str, where: str, group_by: str = "", name: str = "") -> str:
+    """InfluxQL: visitors going ``direction`` ("in" or "out") where ``where`` holds, summed (as column
+    ``name``) per ``group_by``."""
+    return counts(
+        f"\"direction\" = '{direction}' AND {where}",
+        group_by,
+        f'sum("count") AS "{name}"' if name else 'sum("count")',
+    )
+
+
 def inside_now(group_by: str = "") -> str:
     """People inside: in minus out (the ``net`` field) per site since its counting day started, a site
     below zero counted as zero (a miscount, not negative people); sensors without a site make one."""
@@ -138,9 +148,7 @@ def folded(field: str, direction: str = "in") -> str:
 
 
 PER_INTERVAL = counts("$timeFilter", 'time($interval), "direction" fill(0)')
-PER_SITE = counts("\"direction\" = 'in' AND $timeFilter", 'time($interval), "site" fill(0)')
-RANGE_TOTAL_IN = counts("\"direction\" = 'in' AND $timeFilter")
-LAST_WEEK_TOTAL_IN = counts("\"direction\" = 'in' AND time >= ${__from}ms - 7d AND time <= ${__to}ms - 7d")
+PER_SITE = visitors("in", "$timeFilter", 'time($interval), "site" fill(0)')
 # The newest push per serial, as a raw point: two last() would make InfluxQL answer time 0.
 LAST_PUSH = (
     'SELECT "sensor_label" AS "sensor", "ip_address", "site", "zone" FROM "sensor_push" '
@@ -159,36 +167,31 @@ WEEKDAY_NAMES = {"1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6"
 
 
 # --- panel helpers --------------------------------------------------------------------------------
+GRID_COLUMNS = 24
+
+
 class Layout:
-    """Places panels left to right in rows of 24 columns and numbers them."""
+    """Collects a dashboard's panels row by row, giving each its place on the grid and its id in order."""
 
     def __init__(self) -> None:
-        self.x = 0
+        self.panels: list[dict[str, Any]] = []
         self.y = 0
-        self.row_height = 0
-        self.next_id = 1
 
-    def place(self, panel: dict[str, Any], w: int, h: int) -> dict[str, Any]:
-        """Give ``panel`` an id and a grid position; wrap to a new row when it does not fit."""
-        if self.x + w > 24:
-            self.newline()
-        panel["id"] = self.next_id
-        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
-        self.next_id += 1
-        self.x += w
-        self.row_height = max(self.row_height, h)
-        return panel
-
-    def newline(self) -> None:
-        """Start a new row below the tallest panel of the current one."""
-        self.y += self.row_height
-        self.x = 0
-        self.row_height = 0
+    def row(self, height: int, *panels: tuple[dict[str, Any], int]) -> None:
+        """Add ``panels``, each as (panel, width), left to right in a row ``height`` units tall."""
+        widths = [width for _, width in panels]
+        if sum(widths) > GRID_COLUMNS:
+            raise ValueError(f"a row is {GRID_COLUMNS} columns wide, not {' + '.join(map(str, widths))}")
+        x = 0
+        for panel, width in panels:
+            panel["id"] = len(self.panels) + 1
+            panel["gridPos"] = {"h": height, "w": width, "x": x, "y": self.y}
+            self.panels.append(panel)
+            x += width
+        self.y += height
 
 
-def influx_target(
-    ref: str, query: str, *, alias: str = "", table: bool = False, hide: bool = False
-) -> dict[str, Any]:
+def influx_target(ref: str, query: str, *, alias: str = "", table: bool = False) -> dict[str, Any]:
     """A raw InfluxQL query target."""
     target: dict[str, Any] = {
         "refId": ref,
@@ -199,8 +202,6 @@ def influx_target(
     }
     if alias:
         target["alias"] = alias
-    if hide:
-        target["hide"] = True
     return target
 
 
@@ -221,19 +222,45 @@ def prom_target(
     return target
 
 
-def math_target(ref: str, expression: str) -> dict[str, Any]:
-    """A server-side expression (Grafana SSE) doing math on other targets."""
-    return {"refId": ref, "datasource": EXPR_DS, "type": "math", "expression": expression}
-
-
 def thresholds(*steps: tuple[str, float | None]) -> dict[str, Any]:
     """Absolute thresholds from (color, value) pairs; the first value must be None (base)."""
     return {"mode": "absolute", "steps": [{"color": color, "value": value} for color, value in steps]}
 
 
-def stat(title: str, description: str, targets: list[dict[str, Any]], **defaults: Any) -> dict[str, Any]:
-    """A stat panel showing the last value of each series."""
+def value_names(names: dict[str, str]) -> list[dict[str, Any]]:
+    """Value mappings that show each value in ``names`` as its text."""
+    return [{"type": "value", "options": {value: {"text": text} for value, text in names.items()}}]
+
+
+def by_ref(ref: str) -> dict[str, Any]:
+    """Transformation filter: apply only to the frames of query ``ref``."""
+    return {"id": "byRefId", "options": ref}
+
+
+def columns(names: dict[str, str], **options: Any) -> dict[str, Any]:
+    """Transformation: put the columns in the order of ``names`` and title them with its values."""
     return {
+        "id": "organize",
+        "options": {
+            **options,
+            "indexByName": {name: index for index, name in enumerate(names)},
+            "renameByName": names,
+        },
+    }
+
+
+def stat(
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    *,
+    fields: str = "",
+    text_mode: str = "value_and_name",
+    transformations: list[dict[str, Any]] | None = None,
+    **defaults: Any,
+) -> dict[str, Any]:
+    """A stat panel showing the last value of each series (of the ``fields`` matched, if given)."""
+    panel = {
         "type": "stat",
         "title": title,
         "description": description,
@@ -249,16 +276,19 @@ def stat(title: str, description: str, targets: list[dict[str, Any]], **defaults
             "overrides": [],
         },
         "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": fields, "values": False},
             "colorMode": "value",
             "graphMode": "none",
             "justifyMode": "auto",
             "orientation": "auto",
-            "textMode": "value_and_name",
+            "textMode": text_mode,
             "wideLayout": True,
             "showPercentChange": False,
         },
     }
+    if transformations:
+        panel["transformations"] = transformations
+    return panel
 
 
 def timeseries(
@@ -268,10 +298,11 @@ def timeseries(
     *,
     unit: str = "short",
     bars: bool = False,
-    overrides: list[dict[str, Any]] | None = None,
+    style: dict[str, Any] | None = None,
+    time_shift: str = "",
     **defaults: Any,
 ) -> dict[str, Any]:
-    """A time series panel (lines, or bars for counts per interval)."""
+    """A time series panel (lines, or bars for counts per interval); ``style`` overrides how it draws."""
     custom: dict[str, Any] = {
         "drawStyle": "bars" if bars else "line",
         "lineWidth": 1,
@@ -280,8 +311,9 @@ def timeseries(
         "spanNulls": False,
         "stacking": {"mode": "none", "group": "A"},
         "axisSoftMin": 0,
+        **(style or {}),
     }
-    return {
+    panel = {
         "type": "timeseries",
         "title": title,
         "description": description,
@@ -289,18 +321,36 @@ def timeseries(
         "targets": targets,
         "fieldConfig": {
             "defaults": {"unit": unit, "custom": custom, "color": {"mode": "palette-classic"}, **defaults},
-            "overrides": overrides or [],
+            "overrides": [],
         },
         "options": {
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "none"},
         },
     }
+    if time_shift:
+        panel["timeShift"] = time_shift
+    return panel
 
 
-def by_ref(ref: str) -> dict[str, Any]:
-    """Transformation filter: apply only to the frames of query ``ref``."""
-    return {"id": "byRefId", "options": ref}
+def table(
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    transformations: list[dict[str, Any]],
+    **defaults: Any,
+) -> dict[str, Any]:
+    """A table of table-format queries that ``transformations`` join into one."""
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": targets[0]["datasource"],
+        "targets": targets,
+        "transformations": transformations,
+        "fieldConfig": {"defaults": {**defaults, "custom": {"align": "auto"}}, "overrides": []},
+        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
+    }
 
 
 def datasource_variable(name: str, label: str, plugin: str, uid: str, title: str) -> dict[str, Any]:
@@ -317,6 +367,50 @@ def datasource_variable(name: str, label: str, plugin: str, uid: str, title: str
         "regex": "",
         "skipUrlSync": False,
         "description": f"Which {label} data source the panels query.",
+    }
+
+
+def query_variable(
+    name: str,
+    label: str,
+    description: str,
+    datasource: dict[str, str],
+    query: str,
+    *,
+    single: str = "",
+    refresh: int = 1,
+    regex: str = "",
+) -> dict[str, Any]:
+    """A variable whose values ``query`` lists: any of them, "All" by default, or with ``single`` only one,
+    that one by default. ``refresh`` 1 lists them when the dashboard loads, 2 when its time range changes."""
+    choice: dict[str, Any] = (
+        {
+            "multi": False,
+            "includeAll": False,
+            "current": {"selected": True, "text": single, "value": single},
+        }
+        if single
+        else {
+            "multi": True,
+            "includeAll": True,
+            "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        }
+    )
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "description": description,
+        "datasource": datasource,
+        "query": query,
+        "definition": query,
+        **choice,
+        "options": [],
+        "refresh": refresh,
+        "regex": regex,
+        "sort": 1,
+        "hide": 0,
     }
 
 
@@ -381,46 +475,7 @@ def dashboard(
 
 
 # --- people counting ------------------------------------------------------------------------------
-def folded_chart(title: str, description: str, field: str, names: dict[str, str] | None) -> dict[str, Any]:
-    """A bar chart of visitors in per ``field`` (hour, weekday, day) over the range, in each sensor's zone."""
-    transformations: list[dict[str, Any]] = [
-        *fold(field),
-        {
-            "id": "convertFieldType",
-            "options": {"conversions": [{"targetField": field, "destinationType": "string"}]},
-        },
-    ]
-    mappings = (
-        [{"type": "value", "options": {value: {"text": text} for value, text in names.items()}}]
-        if names
-        else []
-    )
-    return {
-        "type": "barchart",
-        "title": title,
-        "description": description,
-        "datasource": INFLUX_DS,
-        "targets": [influx_target("A", folded(field), table=True)],
-        "transformations": transformations,
-        "fieldConfig": {
-            "defaults": {"decimals": 0, "color": {"mode": "fixed", "fixedColor": "green"}},
-            "overrides": [
-                {
-                    "matcher": {"id": "byName", "options": field},
-                    "properties": [{"id": "mappings", "value": mappings}],
-                }
-            ],
-        },
-        "options": {
-            "xField": field,
-            "orientation": "vertical",
-            "showValue": "never",
-            "barWidth": 0.8,
-            "groupWidth": 0.7,
-            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
-            "tooltip": {"mode": "single", "sort": "none"},
-        },
-    }
+ZONE_NOTE = " Each sensor's visitors count in its own time zone, so sensors in several zones add up right."
 
 
 def fold(field: str) -> list[dict[str, Any]]:
@@ -439,61 +494,81 @@ def fold(field: str) -> list[dict[str, Any]]:
     ]
 
 
+def folded_chart(title: str, description: str, field: str, names: dict[str, str] | None) -> dict[str, Any]:
+    """A bar chart of visitors in per ``field`` (hour, weekday, day) over the range, in each sensor's zone."""
+    return {
+        "type": "barchart",
+        "title": title,
+        "description": description + ZONE_NOTE,
+        "datasource": INFLUX_DS,
+        "targets": [influx_target("A", folded(field), table=True)],
+        "transformations": [
+            *fold(field),
+            {
+                "id": "convertFieldType",
+                "options": {"conversions": [{"targetField": field, "destinationType": "string"}]},
+            },
+        ],
+        "fieldConfig": {
+            "defaults": {"decimals": 0, "color": {"mode": "fixed", "fixedColor": "green"}},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": field},
+                    "properties": [{"id": "mappings", "value": value_names(names) if names else []}],
+                }
+            ],
+        },
+        "options": {
+            "xField": field,
+            "orientation": "vertical",
+            "showValue": "never",
+            "barWidth": 0.8,
+            "groupWidth": 0.7,
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+    }
+
+
 def merged_table(
-    title: str, description: str, targets: list[dict[str, Any]], columns: dict[str, str]
+    title: str,
+    description: str,
+    queries: dict[str, str],
+    names: dict[str, str],
+    *,
+    times: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A table joining table-format queries on their tag columns; ``columns`` orders and names them."""
-    refs = [target["refId"] for target in targets]
-    time_renames = {"PUSH": {"Time": "last_push"}}
-    transformations: list[dict[str, Any]] = [
+    """A table joining InfluxQL ``queries`` (by refId) on their tag columns, ordered and titled by ``names``.
+    A query's time column is dropped, unless ``times`` names the column it becomes."""
+    times = times or {}
+    keep_or_drop_time = [
         {
             "id": "organize",
             "filter": by_ref(ref),
-            "options": {"renameByName": time_renames[ref]}
-            if ref in time_renames
+            "options": {"renameByName": {"Time": times[ref]}}
+            if ref in times
             else {"excludeByName": {"Time": True}},
         }
-        for ref in refs
+        for ref in queries
     ]
-    transformations += [
-        {"id": "merge", "options": {}},
-        {
-            "id": "organize",
-            "options": {
-                "indexByName": {name: index for index, name in enumerate(columns)},
-                "renameByName": columns,
-            },
-        },
-    ]
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": INFLUX_DS,
-        "targets": targets,
-        "transformations": transformations,
-        "fieldConfig": {
-            "defaults": {"decimals": 0, "noValue": "0", "custom": {"align": "auto"}},
-            "overrides": [],
-        },
-        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
-    }
+    return table(
+        title,
+        description,
+        [influx_target(ref, query, table=True) for ref, query in queries.items()],
+        [*keep_or_drop_time, {"id": "merge", "options": {}}, columns(names)],
+        decimals=0,
+        noValue="0",
+    )
 
 
 def people_counting() -> dict[str, Any]:
     """Store-facing dashboard: visitors today and this week, people inside, sites, sensors, hours."""
-    layout = Layout()
-    panels: list[dict[str, Any]] = []
-    in_today = counts(f"\"direction\" = 'in' AND {current('day')}")
-
     today = stat(
         "Today",
         "Visitors counted in and out since each sensor's counting day started (its local midnight, or "
         "the receiver's AXIS_EXPORTER_DAY_START), in its own time zone.",
         [influx_target("A", counts(current("day"), '"direction"'), alias="$tag_direction")],
     )
-    panels.append(layout.place(today, 6, 5))
-
     inside = stat(
         "People inside now",
         "Visitors in minus visitors out since the counting day started, added up per site (the sensors "
@@ -501,34 +576,25 @@ def people_counting() -> dict[str, Any]:
         [influx_target("A", inside_now(), alias="Inside now")],
         noValue="0",
     )
-    panels.append(layout.place(inside, 5, 5))
-
     day_vs_week = stat(
         "Today and the same weekday last week",
         "Visitors in so far today, and on the same weekday a week ago up to the same time of day.",
         [
-            influx_target("A", in_today, alias="Today"),
-            influx_target(
-                "B", counts(f"\"direction\" = 'in' AND {current('day', 1)}"), alias="Same weekday last week"
-            ),
+            influx_target("A", visitors("in", current("day")), alias="Today"),
+            influx_target("B", visitors("in", current("day", 1)), alias="Same weekday last week"),
         ],
         noValue="0",
     )
-    panels.append(layout.place(day_vs_week, 7, 5))
-
     week_vs_week = stat(
         "This week and last week",
         "Visitors in so far this week (Monday to Sunday, in each sensor's zone), and last week up to the "
         "same time.",
         [
-            influx_target("A", counts(f"\"direction\" = 'in' AND {current('week')}"), alias="This week"),
-            influx_target("B", counts(f"\"direction\" = 'in' AND {current('week', 1)}"), alias="Last week"),
+            influx_target("A", visitors("in", current("week")), alias="This week"),
+            influx_target("B", visitors("in", current("week", 1)), alias="Last week"),
         ],
         noValue="0",
     )
-    panels.append(layout.place(week_vs_week, 6, 5))
-    layout.newline()
-
     per_interval = timeseries(
         "Visitors in and out per $interval",
         "Counts per aggregation interval (the 'Interval' variable), in and out side by side.",
@@ -536,49 +602,25 @@ def people_counting() -> dict[str, Any]:
         bars=True,
         decimals=0,
     )
-    panels.append(layout.place(per_interval, 24, 9))
-    layout.newline()
-
     last_week = timeseries(
         "Same period last week",
         "The same chart shifted back seven days, for comparison.",
         [influx_target("A", PER_INTERVAL, alias="$tag_direction")],
         bars=True,
+        time_shift="7d",
         decimals=0,
     )
-    last_week["timeShift"] = "7d"
-    panels.append(layout.place(last_week, 24, 7))
-    layout.newline()
-
     sites = merged_table(
         "Sites today",
         "Per site (the sensors file's 'site'; sensors without one under an empty site): visitors in and "
         "out since the counting day started, people inside (never below zero), and visitors in on the "
         "same weekday last week up to the same time.",
-        [
-            influx_target(
-                "IN",
-                counts(f"\"direction\" = 'in' AND {current('day')}", '"site"', 'sum("count") AS "in_today"'),
-                table=True,
-            ),
-            influx_target(
-                "OUT",
-                counts(
-                    f"\"direction\" = 'out' AND {current('day')}", '"site"', 'sum("count") AS "out_today"'
-                ),
-                table=True,
-            ),
-            influx_target("INSIDE", inside_now('"site"'), table=True),
-            influx_target(
-                "WEEK",
-                counts(
-                    f"\"direction\" = 'in' AND {current('day', 1)}",
-                    '"site"',
-                    'sum("count") AS "in_last_week"',
-                ),
-                table=True,
-            ),
-        ],
+        {
+            "IN": visitors("in", current("day"), '"site"', "in_today"),
+            "OUT": visitors("out", current("day"), '"site"', "out_today"),
+            "INSIDE": inside_now('"site"'),
+            "WEEK": visitors("in", current("day", 1), '"site"', "in_last_week"),
+        },
         {
             "site": "Site",
             "in_today": "In today",
@@ -587,39 +629,21 @@ def people_counting() -> dict[str, Any]:
             "in_last_week": "In, same weekday last week",
         },
     )
-    panels.append(layout.place(sites, 14, 8))
-
     per_site = timeseries(
         "Visitors in per site",
         "Visitors in per aggregation interval, one line per site, to compare sites.",
         [influx_target("A", PER_SITE, alias="$tag_site")],
         decimals=0,
     )
-    panels.append(layout.place(per_site, 10, 8))
-    layout.newline()
-
-    sensor_group = '"serial"'
     sensors = merged_table(
         "Sensors today",
         "Per sensor: its site and zone (as of its last push), visitors in and out since its counting day "
         "started, and its last push (with the address it pushed from).",
-        [
-            influx_target(
-                "IN",
-                counts(
-                    f"\"direction\" = 'in' AND {current('day')}", sensor_group, 'sum("count") AS "in_today"'
-                ),
-                table=True,
-            ),
-            influx_target(
-                "OUT",
-                counts(
-                    f"\"direction\" = 'out' AND {current('day')}", sensor_group, 'sum("count") AS "out_today"'
-                ),
-                table=True,
-            ),
-            influx_target("PUSH", LAST_PUSH, table=True),
-        ],
+        {
+            "IN": visitors("in", current("day"), '"serial"', "in_today"),
+            "OUT": visitors("out", current("day"), '"serial"', "out_today"),
+            "PUSH": LAST_PUSH,
+        },
         {
             "sensor": "Sensor",
             "serial": "Serial",
@@ -630,98 +654,59 @@ def people_counting() -> dict[str, Any]:
             "last_push": "Last push",
             "ip_address": "Pushed from",
         },
+        times={"PUSH": "last_push"},
     )
-    panels.append(layout.place(sensors, 24, 7))
-    layout.newline()
-
-    zone_note = (
-        " Each sensor's visitors count in its own time zone, so sensors in several zones add up right."
+    by_hour = folded_chart(
+        "Visitors in by hour of day",
+        "Visitors in over the selected range, per local clock hour.",
+        "hour",
+        HOUR_NAMES,
     )
-    panels.append(
-        layout.place(
-            folded_chart(
-                "Visitors in by hour of day",
-                "Visitors in over the selected range, per local clock hour." + zone_note,
-                "hour",
-                HOUR_NAMES,
-            ),
-            9,
-            8,
-        )
-    )
-    panels.append(
-        layout.place(
-            folded_chart(
-                "Visitors in by day of week",
-                "Visitors in over the selected range, per weekday of the counting day." + zone_note,
-                "weekday",
-                WEEKDAY_NAMES,
-            ),
-            9,
-            8,
-        )
+    by_weekday = folded_chart(
+        "Visitors in by day of week",
+        "Visitors in over the selected range, per weekday of the counting day.",
+        "weekday",
+        WEEKDAY_NAMES,
     )
     busiest = stat(
         "Busiest hour",
         "The local clock hour with the most visitors in over the selected range, in each sensor's zone.",
         [influx_target("A", folded("hour"), table=True)],
-        mappings=[
-            {"type": "value", "options": {value: {"text": text} for value, text in HOUR_NAMES.items()}}
+        fields="/^hour$/",
+        text_mode="value",
+        transformations=[
+            *fold("hour"),
+            {"id": "sortBy", "options": {"sort": [{"field": "visitors (sum)", "desc": True}]}},
+            {"id": "limit", "options": {"limitField": 1}},
         ],
+        mappings=value_names(HOUR_NAMES),
     )
-    busiest["transformations"] = [
-        *fold("hour"),
-        {"id": "sortBy", "options": {"sort": [{"field": "visitors (sum)", "desc": True}]}},
-        {"id": "limit", "options": {"limitField": 1}},
-    ]
-    busiest["options"]["reduceOptions"] = {"calcs": ["lastNotNull"], "fields": "/^hour$/", "values": False}
-    busiest["options"]["textMode"] = "value"
-    panels.append(layout.place(busiest, 6, 8))
-    layout.newline()
-
-    panels.append(
-        layout.place(
-            folded_chart(
-                "Visitors in per day",
-                "Visitors in per counting day (YYYYMMDD) over the selected range." + zone_note,
-                "day",
-                None,
-            ),
-            24,
-            7,
-        )
+    per_day = folded_chart(
+        "Visitors in per day",
+        "Visitors in per counting day (YYYYMMDD) over the selected range.",
+        "day",
+        None,
     )
 
-    def query_variable(name: str, label: str, description: str, query: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "type": "query",
-            "name": name,
-            "label": label,
-            "description": description,
-            "datasource": INFLUX_DS,
-            "query": query,
-            "definition": query,
-            "multi": True,
-            "includeAll": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "options": [],
-            "refresh": 1,
-            "regex": "",
-            "sort": 1,
-            "hide": 0,
-            **extra,
-        }
+    layout = Layout()
+    layout.row(5, (today, 6), (inside, 5), (day_vs_week, 7), (week_vs_week, 6))
+    layout.row(9, (per_interval, 24))
+    layout.row(7, (last_week, 24))
+    layout.row(8, (sites, 14), (per_site, 10))
+    layout.row(7, (sensors, 24))
+    layout.row(8, (by_hour, 9), (by_weekday, 9), (busiest, 6))
+    layout.row(7, (per_day, 24))
 
     variables = [
         datasource_variable("ds_influxdb", "InfluxDB", "influxdb", INFLUXDB_UID, "InfluxDB (axis)"),
-        query_variable("site", "Site", "Sites from the receiver's sensors file.", SITE_VALUES),
-        query_variable("zone", "Zone", "Zones of the selected sites.", ZONE_VALUES),
+        query_variable("site", "Site", "Sites from the receiver's sensors file.", INFLUX_DS, SITE_VALUES),
+        query_variable("zone", "Zone", "Zones of the selected sites.", INFLUX_DS, ZONE_VALUES),
         query_variable(
             "sensor",
             "Sensor",
             "Sensors that the panels add up, listed by the name set on the camera and selected by serial (a "
             "name alone could be anyone's).",
+            INFLUX_DS,
             SENSOR_VALUES,
             regex=SENSOR_REGEX,
         ),
@@ -746,7 +731,7 @@ def people_counting() -> dict[str, Any]:
         "Axis people counting",
         "Visitors counted by Axis people counters, as stored by axis-exporter in InfluxDB.",
         ["axis-exporter", "people-counting"],
-        panels,
+        layout.panels,
         variables,
         time_from="now-7d",
         refresh="5m",
@@ -757,37 +742,33 @@ def people_counting() -> dict[str, Any]:
 SELECTOR = 'job=~"$job", instance=~"$instance"'
 RATE = "$__rate_interval"
 REJECTED_RESULTS = "bad_request|unauthorized|forbidden|too_large|unsupported_media_type"
+UP_NAMES = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "Down", "color": "red", "index": 0},
+            "1": {"text": "Up", "color": "green", "index": 1},
+        },
+    }
+]
 
 
 def receiver_health() -> dict[str, Any]:
     """Operator-facing dashboard on the receiver's own Prometheus metrics."""
-    layout = Layout()
-    panels: list[dict[str, Any]] = []
-    up_mapping = [
-        {
-            "type": "value",
-            "options": {
-                "0": {"text": "Down", "color": "red", "index": 0},
-                "1": {"text": "Up", "color": "green", "index": 1},
-            },
-        }
-    ]
     influx_up = stat(
         "InfluxDB reachable",
         "Whether every receiver process could reach InfluxDB at its last write or check.",
         [prom_target("A", f"min(axis_exporter_influxdb_up{{{SELECTOR}}})", "InfluxDB")],
-        mappings=up_mapping,
+        mappings=UP_NAMES,
         thresholds=thresholds(("red", None), ("green", 1)),
     )
-    panels.append(layout.place(influx_up, 4, 4))
     scrape_up = stat(
         "Receiver scraped",
         "Whether Prometheus could scrape every selected receiver instance.",
         [prom_target("A", f"min(up{{{SELECTOR}}})", "Receiver")],
-        mappings=up_mapping,
+        mappings=UP_NAMES,
         thresholds=thresholds(("red", None), ("green", 1)),
     )
-    panels.append(layout.place(scrape_up, 4, 4))
     quiet = stat(
         "Quiet sensors",
         "Sensors whose last push is older than their alert threshold (see the table below).",
@@ -800,7 +781,6 @@ def receiver_health() -> dict[str, Any]:
         ],
         thresholds=thresholds(("green", None), ("red", 1)),
     )
-    panels.append(layout.place(quiet, 5, 4))
     untracked = stat(
         "Untracked sensor pushes",
         "Pushes in the selected range from sensors beyond AXIS_EXPORTER_MAX_SENSORS: stored, but without "
@@ -812,7 +792,6 @@ def receiver_health() -> dict[str, Any]:
         ],
         thresholds=thresholds(("green", None), ("orange", 1)),
     )
-    panels.append(layout.place(untracked, 5, 4))
     unrouted = stat(
         "Alert notifications without a destination",
         "Alert notifications Grafana sent in the selected range to the receiver's own /alerts, where they "
@@ -828,104 +807,68 @@ def receiver_health() -> dict[str, Any]:
         ],
         thresholds=thresholds(("green", None), ("red", 1)),
     )
-    panels.append(layout.place(unrouted, 6, 4))
-    layout.newline()
-
-    panels.append(
-        layout.place(
-            timeseries(
-                "Pushes per second by result",
-                "How the receiver answered pushes: ok and test_connection are good; storage_unavailable "
-                "means InfluxDB was down and the camera will retry.",
-                [
-                    prom_target(
-                        "A",
-                        f"sum by (result) (rate(axis_exporter_pushes_total{{{SELECTOR}}}[{RATE}]))",
-                        "{{result}}",
-                    )
-                ],
-                unit="reqps",
+    pushes = timeseries(
+        "Pushes per second by result",
+        "How the receiver answered pushes: ok and test_connection are good; storage_unavailable "
+        "means InfluxDB was down and the camera will retry.",
+        [
+            prom_target(
+                "A",
+                f"sum by (result) (rate(axis_exporter_pushes_total{{{SELECTOR}}}[{RATE}]))",
+                "{{result}}",
+            )
+        ],
+        unit="reqps",
+    )
+    points = timeseries(
+        "Points written per second",
+        "Points InfluxDB confirmed as written.",
+        [
+            prom_target(
+                "A", f"sum(rate(axis_exporter_points_written_total{{{SELECTOR}}}[{RATE}]))", "points/s"
+            )
+        ],
+    )
+    latency = timeseries(
+        "InfluxDB write latency",
+        "Percentiles of one write request to InfluxDB, and of handling a whole push.",
+        [
+            *(
+                prom_target(
+                    ref,
+                    f"histogram_quantile({q}, sum by (le) "
+                    f"(rate(axis_exporter_influxdb_write_duration_seconds_bucket{{{SELECTOR}}}[{RATE}])))",
+                    f"write p{int(q * 100)}",
+                )
+                for ref, q in (("A", 0.5), ("B", 0.9), ("C", 0.99))
             ),
-            12,
-            8,
-        )
-    )
-    panels.append(
-        layout.place(
-            timeseries(
-                "Points written per second",
-                "Points InfluxDB confirmed as written.",
-                [
-                    prom_target(
-                        "A",
-                        f"sum(rate(axis_exporter_points_written_total{{{SELECTOR}}}[{RATE}]))",
-                        "points/s",
-                    )
-                ],
-                unit="short",
+            prom_target(
+                "D",
+                "histogram_quantile(0.99, sum by (le) "
+                f"(rate(axis_exporter_push_duration_seconds_bucket{{{SELECTOR}}}[{RATE}])))",
+                "whole push p99",
             ),
-            12,
-            8,
-        )
+        ],
+        unit="s",
     )
-    layout.newline()
-
-    latency_targets = [
-        prom_target(
-            ref,
-            f"histogram_quantile({q}, sum by (le) "
-            f"(rate(axis_exporter_influxdb_write_duration_seconds_bucket{{{SELECTOR}}}[{RATE}])))",
-            f"write p{int(q * 100)}",
-        )
-        for ref, q in (("A", 0.5), ("B", 0.9), ("C", 0.99))
-    ]
-    latency_targets.append(
-        prom_target(
-            "D",
-            "histogram_quantile(0.99, sum by (le) "
-            f"(rate(axis_exporter_push_duration_seconds_bucket{{{SELECTOR}}}[{RATE}])))",
-            "whole push p99",
-        )
-    )
-    panels.append(
-        layout.place(
-            timeseries(
-                "InfluxDB write latency",
-                "Percentiles of one write request to InfluxDB, and of handling a whole push.",
-                latency_targets,
-                unit="s",
+    rejected = timeseries(
+        "Rejected and dead-lettered input",
+        "Pushes answered 4xx (fix on the camera side) and measurements kept in the dead-letter store "
+        "instead of InfluxDB (inspect AXIS_EXPORTER_DEADLETTER_DIR).",
+        [
+            prom_target(
+                "A",
+                "sum by (result) (rate(axis_exporter_pushes_total"
+                f'{{{SELECTOR}, result=~"{REJECTED_RESULTS}"}}[{RATE}]))',
+                "{{result}} pushes/s",
             ),
-            12,
-            8,
-        )
-    )
-    panels.append(
-        layout.place(
-            timeseries(
-                "Rejected and dead-lettered input",
-                "Pushes answered 4xx (fix on the camera side) and measurements kept in the dead-letter store "
-                "instead of InfluxDB (inspect AXIS_EXPORTER_DEADLETTER_DIR).",
-                [
-                    prom_target(
-                        "A",
-                        "sum by (result) (rate(axis_exporter_pushes_total"
-                        f'{{{SELECTOR}, result=~"{REJECTED_RESULTS}"}}[{RATE}]))',
-                        "{{result}} pushes/s",
-                    ),
-                    prom_target(
-                        "B",
-                        f"sum(rate(axis_exporter_deadletter_measurements_total{{{SELECTOR}}}[{RATE}]))",
-                        "dead-lettered measurements/s",
-                    ),
-                ],
-                unit="short",
+            prom_target(
+                "B",
+                f"sum(rate(axis_exporter_deadletter_measurements_total{{{SELECTOR}}}[{RATE}]))",
+                "dead-lettered measurements/s",
             ),
-            12,
-            8,
-        )
+        ],
     )
-    layout.newline()
-
     silence = timeseries(
         "Silence per sensor, as a share of its alert threshold",
         "Per sensor, the time since its last accepted push divided by the threshold of the 'sensor stopped "
@@ -939,67 +882,50 @@ def receiver_health() -> dict[str, Any]:
             )
         ],
         unit="percentunit",
+        style={"fillOpacity": 0, "thresholdsStyle": {"mode": "line+area"}},
         thresholds=thresholds(("green", None), ("red", 1)),
     )
-    silence["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] = {"mode": "line+area"}
-    silence["fieldConfig"]["defaults"]["custom"]["fillOpacity"] = 0
-    panels.append(layout.place(silence, 24, 8))
-    layout.newline()
-
-    sensor_table = {
-        "type": "table",
-        "title": "Sensors",
-        "description": "Last push, alert threshold and observed send interval per sensor, as Prometheus sees "
-        "them now.",
-        "datasource": PROM_DS,
-        "targets": [
-            prom_target("A", seconds_since_last_push(SELECTOR), instant=True, table=True),
-            prom_target("B", quiet_threshold(SELECTOR), instant=True, table=True),
-            prom_target(
-                "C",
-                with_names(
-                    "max by (serial) (last_over_time("
-                    f"axis_exporter_sensor_push_interval_seconds{{{SELECTOR}}}[{QUIET_LOOKBACK}]))",
-                    SELECTOR,
-                ),
-                instant=True,
-                table=True,
+    send_interval = with_names(
+        "max by (serial) (last_over_time("
+        f"axis_exporter_sensor_push_interval_seconds{{{SELECTOR}}}[{QUIET_LOOKBACK}]))",
+        SELECTOR,
+    )
+    sensors = table(
+        "Sensors",
+        "Last push, alert threshold and observed send interval per sensor, as Prometheus sees them now.",
+        [
+            prom_target(ref, expr, instant=True, table=True)
+            for ref, expr in (
+                ("A", seconds_since_last_push(SELECTOR)),
+                ("B", quiet_threshold(SELECTOR)),
+                ("C", send_interval),
+            )
+        ],
+        [
+            {"id": "merge", "options": {}},
+            columns(
+                {
+                    "sensor": "Sensor",
+                    "serial": "Serial",
+                    "Value #A": "Since last push",
+                    "Value #B": "Alert threshold",
+                    "Value #C": "Send interval",
+                },
+                excludeByName={"Time": True},
             ),
         ],
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {"sensor": 0, "serial": 1, "Value #A": 2, "Value #B": 3, "Value #C": 4},
-                    "renameByName": {
-                        "sensor": "Sensor",
-                        "serial": "Serial",
-                        "Value #A": "Since last push",
-                        "Value #B": "Alert threshold",
-                        "Value #C": "Send interval",
-                    },
-                },
-            },
-        ],
-        "fieldConfig": {
-            "defaults": {"unit": "s", "decimals": 0, "custom": {"align": "auto"}},
-            "overrides": [],
-        },
-        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
-    }
-    panels.append(layout.place(sensor_table, 12, 8))
+        unit="s",
+        decimals=0,
+    )
     reachability = timeseries(
         "InfluxDB reachability over time",
         "1 while every receiver process reaches InfluxDB, 0 during an outage (pushes then get 503).",
         [prom_target("A", f"min(axis_exporter_influxdb_up{{{SELECTOR}}})", "InfluxDB up")],
         unit="none",
+        style={"lineInterpolation": "stepAfter"},
         min=0,
         max=1,
     )
-    reachability["fieldConfig"]["defaults"]["custom"]["lineInterpolation"] = "stepAfter"
-    panels.append(layout.place(reachability, 6, 8))
     deadletter_bytes = stat(
         "Dead-letter bytes written",
         "Bytes written to the dead-letter store in the selected range. Anything above zero needs a look: "
@@ -1013,54 +939,39 @@ def receiver_health() -> dict[str, Any]:
         unit="bytes",
         thresholds=thresholds(("green", None), ("orange", 1)),
     )
-    panels.append(layout.place(deadletter_bytes, 6, 8))
 
-    build_query = "label_values(axis_exporter_build_info, job)"
-    instance_query = 'label_values(axis_exporter_build_info{job=~"$job"}, instance)'
+    layout = Layout()
+    layout.row(4, (influx_up, 4), (scrape_up, 4), (quiet, 5), (untracked, 5), (unrouted, 6))
+    layout.row(8, (pushes, 12), (points, 12))
+    layout.row(8, (latency, 12), (rejected, 12))
+    layout.row(8, (silence, 24))
+    layout.row(8, (sensors, 12), (reachability, 6), (deadletter_bytes, 6))
+
     variables = [
         datasource_variable("ds_prometheus", "Prometheus", "prometheus", PROMETHEUS_UID, "Prometheus (axis)"),
-        {
-            "type": "query",
-            "name": "job",
-            "label": "Job",
-            "description": "Prometheus job that scrapes the receiver.",
-            "datasource": PROM_DS,
-            "query": build_query,
-            "definition": build_query,
-            "multi": False,
-            "includeAll": False,
-            "current": {"selected": True, "text": JOB, "value": JOB},
-            "options": [],
-            "refresh": 1,
-            "regex": "",
-            "sort": 1,
-            "hide": 0,
-        },
-        {
-            "type": "query",
-            "name": "instance",
-            "label": "Instance",
-            "description": "Receiver instances to include.",
-            "datasource": PROM_DS,
-            "query": instance_query,
-            "definition": instance_query,
-            "multi": True,
-            "includeAll": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "options": [],
-            "refresh": 2,
-            "regex": "",
-            "sort": 1,
-            "hide": 0,
-        },
+        query_variable(
+            "job",
+            "Job",
+            "Prometheus job that scrapes the receiver.",
+            PROM_DS,
+            "label_values(axis_exporter_build_info, job)",
+            single=JOB,
+        ),
+        query_variable(
+            "instance",
+            "Instance",
+            "Receiver instances to include.",
+            PROM_DS,
+            'label_values(axis_exporter_build_info{job=~"$job"}, instance)',
+            refresh=2,
+        ),
     ]
     return dashboard(
         HEALTH_DASHBOARD_UID,
         "Axis exporter: receiver health",
         "The receiver's own metrics: pushes, writes to InfluxDB, rejected input and sensors that went quiet.",
         ["axis-exporter", "operations"],
-        panels,
+        layout.panels,
         variables,
         time_from="now-6h",
         refresh="1m",
