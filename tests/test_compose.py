@@ -335,14 +335,14 @@ def test_the_certs_instructions_match_the_certs_service(resolved: dict[str, Any]
 
 # --- the stack's scripts --------------------------------------------------------------------------
 def shell_scripts() -> list[Path]:
-    """Every shell script of the repository, found by its first line."""
+    """Every shell script the repository tracks, found by its first line (not what tools put beside it,
+    such as a virtual environment's activate scripts)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
+    ).stdout.decode()
     found = []
-    for path in sorted(ROOT.glob("**/*")):
-        if (
-            ".git" in path.parts
-            or not path.is_file()
-            or path.suffix in (".py", ".json", ".md", ".yml", ".yaml")
-        ):
+    for path in sorted(ROOT / name for name in tracked.split("\0") if name):
+        if not path.is_file() or path.suffix in (".py", ".json", ".md", ".yml", ".yaml"):
             continue
         with path.open("rb") as handle:
             first = handle.readline()
