@@ -26,11 +26,13 @@ that sets the mounts up inside the namespace and then executes the command.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,18 +127,17 @@ def _make_dirs(rootfs: Path, path: str) -> Path:
     return target
 
 
-def _host_runtime(rootfs: Path, paths: list[str]) -> None:
-    for path in paths:
-        if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems: keep the link
-            link = _inside(rootfs, path)
-            _make_dirs(rootfs, str(Path(path).parent))
-            if not os.path.lexists(link):
-                os.symlink(os.readlink(path), link)
-            continue
-        target = _make_dirs(rootfs, path)
-        _mount("--rbind", path, str(target))
-        if path not in ("/dev", "/proc"):
-            _mount("-o", "remount,bind,ro", str(target))
+def _host_runtime(rootfs: Path, path: str) -> None:
+    if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems: keep the link
+        link = _inside(rootfs, path)
+        _make_dirs(rootfs, str(Path(path).parent))
+        if not os.path.lexists(link):
+            os.symlink(os.readlink(path), link)
+        return
+    target = _make_dirs(rootfs, path)
+    _mount("--rbind", path, str(target))
+    if path not in ("/dev", "/proc"):
+        _mount("-o", "remount,bind,ro", str(target))
 
 
 def _image_dirs(rootfs: Path, dirs: list[DirSpec]) -> dict[str, DirSpec]:
@@ -180,10 +181,16 @@ def init(spec: ContainerSpec) -> None:
     rootfs.mkdir(parents=True, exist_ok=True)
     _mount("--bind", str(rootfs), str(rootfs))  # a mount of its own, so it can be made read-only
     image_dirs = _image_dirs(rootfs, [DirSpec(**d) if isinstance(d, dict) else d for d in spec.image_dirs])
-    for mount in spec.mounts:
-        _apply_mount(rootfs, MountSpec(**mount) if isinstance(mount, dict) else mount, image_dirs)
-    # Last, so that a service's tmpfs on /tmp does not hide a checkout under /tmp (a CI clone).
-    _host_runtime(rootfs, spec.host_paths)
+    mounts = [MountSpec(**mount) if isinstance(mount, dict) else mount for mount in spec.mounts]
+    # Outer paths before the paths inside them, whoever brings them: the runtime's /etc before a
+    # service's /etc/axis-exporter/sensors, a service's tmpfs on /tmp before a checkout under /tmp (a CI
+    # clone) that the runtime brings.
+    steps: list[tuple[str, Callable[[], None]]] = [
+        *((path, functools.partial(_host_runtime, rootfs, path)) for path in spec.host_paths),
+        *((mount.target, functools.partial(_apply_mount, rootfs, mount, image_dirs)) for mount in mounts),
+    ]
+    for _, step in sorted(steps, key=lambda item: len(Path(item[0]).parts)):
+        step()
     if spec.read_only:
         _mount("-o", "remount,bind,ro", str(rootfs))
     os.chroot(rootfs)
