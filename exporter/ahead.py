@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 _END = object()
 _executor: ThreadPoolExecutor | None = None
 
@@ -54,18 +55,24 @@ def _in_thread(function: Callable[[], Any]) -> _Result:
     return _FutureResult(_executor.submit(function))
 
 
-class Ahead(Iterator[T]):
+class Ahead(Iterator[T], Generic[T, R]):
     """Iterates ``items``, always making the next one in a helper thread while the caller has this one.
 
-    ``close`` waits for the item in the making (a thread cannot be interrupted) and stops there.
+    ``returned`` is what the generator ``items`` returned once it ended (a conversion's summary), None
+    before. ``close`` waits for the item in the making (a thread cannot be interrupted) and stops there.
     """
 
-    def __init__(self, items: Iterator[T]) -> None:
+    def __init__(self, items: Generator[T, None, R]) -> None:
         self._items = items
+        self.returned: R | None = None
         self._pending: _Result | None = _in_thread(self._next)
 
     def _next(self) -> object:
-        return next(self._items, _END)
+        try:
+            return next(self._items)
+        except StopIteration as end:
+            self.returned = end.value
+            return _END
 
     def __next__(self) -> T:
         if self._pending is None:

@@ -3,10 +3,11 @@
 This is the push listener, the one cameras reach: ``POST /push`` (or ``/``), ``GET /healthz`` and a
 landing text on ``GET /``, nothing else. Metrics and readiness are on the admin listener (``admin``).
 
-A push goes, in order: token check -> body read (bounded) -> ``lineprotocol.parse_body`` (parse, check
-the envelope) -> token-for-serial check -> ``lineprotocol.ConvertedPush`` (check measurements, build line
-protocol) -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store for what could not be stored ->
-200. The answer is 200 only once InfluxDB confirmed the write.
+A push goes, in order: token check -> body read (bounded) -> ``convert.parse_body`` (parse, check the
+envelope) -> token-for-serial check -> ``convert.Converter.stream`` (check measurements, build line
+protocol, in chunks) -> ``writer.InfluxWriter.write_chunks`` -> dead-letter store for what could not be
+stored -> 200. The answer is 200 only once InfluxDB confirmed the write. This is the only module that
+knows every stage: each of them is handed what it needs and nothing else.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from gunicorn.http.errors import ParseException
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
+from exporter.ahead import Ahead
 from exporter.config import Config, ConfigError, DeviceToken, load_config
+from exporter.convert import Conversion, Converter, parse_body
 from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore, Quotas
-from exporter.lineprotocol import ConvertedPush, parse_body
 from exporter.logsafe import loggable
 from exporter.metrics import Metrics
 from exporter.payload import PayloadError, Push, Rejected
@@ -36,7 +38,7 @@ from exporter.pushlog import PushLog, PushRecord
 from exporter.readdeadline import ReadDeadlineWatchdog
 from exporter.sensors import SensorPush
 from exporter.sensorsfile import SensorsFile
-from exporter.writer import InfluxWriter, StorageUnavailable
+from exporter.writer import InfluxWriter, StorageUnavailable, WriteOutcome
 
 log = logging.getLogger("exporter")
 
@@ -263,7 +265,7 @@ class PushReceiver:
             log.warning(
                 "sensor %s (%s): %s", loggable(push.sensor.name), push.sensor.serial, loggable(warning, 400)
             )
-        converted = ConvertedPush(
+        converter = Converter(
             parsed,
             limits,
             limits.latest_interval_end(received_at),
@@ -271,7 +273,7 @@ class PushReceiver:
             day_start_minutes=self.config.day_start_minutes,
         )
         token_id = str(self.config.device_tokens.index(token)) if token is not None else ""
-        return self._store(converted, received_at, token_id)
+        return self._store(converter, received_at, token_id)
 
     def _keep_bad_body(self, body: bytearray, reason: str) -> None:
         """A sample of a body answered 400: it can never be stored, but someone may want to see it."""
@@ -282,14 +284,27 @@ class PushReceiver:
             self.metrics.deadletter_measurements.inc()
             self.metrics.deadletter_bytes.inc(written)
 
-    def _store(self, converted: ConvertedPush, received_at: int, token_id: str) -> tuple[int, dict[str, Any]]:
+    def _write(self, converter: Converter, received_at: int) -> tuple[WriteOutcome, Conversion]:
+        """Convert and write; the sensor_push line comes last, so that it implies the data before it."""
+        chunk_lines = self.config.write_chunk_lines
+        if not converter.parsed.sliced:
+            chunks, conversion = converter.collect(received_at, chunk_lines)
+            return self.writer.write_chunks(chunks), conversion
+        # A large push: the next chunk is converted in another thread while InfluxDB stores this one.
+        ahead = Ahead(converter.stream(received_at, chunk_lines))
+        try:
+            outcome = self.writer.write_chunks(ahead)
+        finally:
+            ahead.close()  # stops converting early if a write failed
+        assert ahead.returned is not None, "the writer consumed every chunk"
+        return outcome, ahead.returned
+
+    def _store(self, converter: Converter, received_at: int, token_id: str) -> tuple[int, dict[str, Any]]:
         started = time.perf_counter()
-        push = converted.push
-        rejected = converted.rejected
+        push = converter.push
         sensor = push.sensor
         try:
-            # The sensor_push line comes last, so that it implies the data before it was stored.
-            outcome = self.writer.write_chunks(converted.chunks(received_at, self.config.write_chunk_lines))
+            outcome, conversion = self._write(converter, received_at)
             self.metrics.influxdb_up.set(1)
         except StorageUnavailable as exc:
             self.metrics.influxdb_up.set(0)
@@ -301,11 +316,11 @@ class PushReceiver:
             ) from None
         self.metrics.points_written.inc(outcome.written)
         try:
-            self._keep_rejected(push, rejected, outcome.refused, token_id)
+            self._keep_rejected(push, conversion.rejected, outcome.refused, token_id)
         except DeadLetterFull as exc:
             # The device keeps what we answer non-200 for; that beats dropping the data here.
             raise PushError(503, "storage_unavailable", str(exc), RETRY_AFTER) from None
-        intervals = converted.intervals
+        intervals = conversion.intervals
         self.metrics.record_sensor_push(
             SensorPush(
                 serial=sensor.serial,
@@ -317,7 +332,7 @@ class PushReceiver:
                 source_address=request.remote_addr or "",
                 pushed_at=received_at,
                 intervals=intervals,
-                span=converted.span,
+                span=conversion.span,
             )
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -332,7 +347,7 @@ class PushReceiver:
             )
             return 200, {"status": "test_connection", "message": "connection established", "points": 1}
         points = outcome.written - 1
-        not_stored = len(rejected) + len(outcome.refused)
+        not_stored = len(conversion.rejected) + len(outcome.refused)
         log.info(
             "push sensor=%s serial=%s intervals=%d points=%d rejected=%d %.1f ms",
             loggable(sensor.name),

@@ -26,7 +26,6 @@ import os
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 # The rule for device strings (sensor names) is the payload's: one definition of what is printable.
-from exporter.payload import _FORBIDDEN_CATEGORIES, MAX_TEXT_LENGTH
+from exporter.payload import MAX_TEXT_LENGTH, unprintable
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -296,14 +295,14 @@ class _Reader:
                 node,
                 f"{what} has {len(text)} characters ({shown(text)}); at most {MAX_LABEL_LENGTH} are allowed",
             )
-        for character in text:
-            category = unicodedata.category(character)
-            if category in _FORBIDDEN_CATEGORIES:
-                raise self.error(
-                    node,
-                    f"{what} holds U+{ord(character):04X}, {_CATEGORY_NAMES.get(category, category)}; "
-                    "labels are printable text on one line",
-                )
+        found = unprintable(text)
+        if found is not None:
+            character, category = found
+            raise self.error(
+                node,
+                f"{what} holds U+{ord(character):04X}, {_CATEGORY_NAMES.get(category, category)}; "
+                "labels are printable text on one line",
+            )
         return text
 
 

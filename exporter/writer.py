@@ -24,7 +24,6 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from exporter.ahead import Ahead
 from exporter.config import InfluxConfig
 from exporter.logsafe import error_body_text, loggable
 
@@ -145,9 +144,11 @@ class InfluxWriter:
         self._checked_at = time.monotonic()
 
     def write_chunks(self, chunks: Iterable[Chunk]) -> WriteOutcome:
-        """Write prepared chunks in order; raise StorageUnavailable if any could not be confirmed.
+        """Write chunks in order; raise StorageUnavailable if any could not be confirmed.
 
-        A push of one small chunk may share its write with other pushes (group commit).
+        A push of one small chunk may share its write with other pushes (group commit). Whoever makes the
+        chunks decides how: a large push's come from a helper thread (``ahead.Ahead``) that makes the
+        next one while this one is stored.
         """
         iterator = iter(chunks)
         first = next(iterator, None)
@@ -156,16 +157,9 @@ class InfluxWriter:
         second = next(iterator, None)
         if second is None and first.line_count < self.chunk_lines:
             return self._write_grouped(first)
-        if second is None:
-            return self._write_chunk(first)
-        # Build the next chunks in another thread while InfluxDB stores this one (it runs elsewhere).
-        outcome = WriteOutcome()
-        ahead = Ahead(iterator)
-        try:
-            for chunk in itertools.chain((first, second), ahead):
-                outcome.add(self._write_chunk(chunk))
-        finally:
-            ahead.close()  # stops the helper thread early if a write failed
+        outcome = self._write_chunk(first)
+        for chunk in itertools.chain((second,) if second is not None else (), iterator):
+            outcome.add(self._write_chunk(chunk))
         return outcome
 
     def _write_chunk(self, chunk: Chunk) -> WriteOutcome:

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exporter.config import Config, InfluxConfig
-from exporter.lineprotocol import PushLineBuilder, convert_push
+from exporter.config import Config, InfluxConfig, PushLimits
+from exporter.convert import Converter, ParsedPush, convert_push
 from exporter.localdb import LocalInflux
-from exporter.payload import Rejected, iter_measurements, parse_push
+from exporter.payload import MAX_EPOCH_SECONDS, MeasurementError, parse_push, validate_measurement
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -37,28 +37,43 @@ def converted_lines(
     body: bytes, *, split: bool, received_at: int = 0, now: float | None = None
 ) -> tuple[list[str], list[str]]:
     """Lines (sensor_push last) and rejection reasons from the receiver's converter."""
-    converted = convert_push(
+    converter = convert_push(
         bytearray(body), now=now, split_min_bytes=0 if split else 1 << 62, piece_bytes=300
     )
+    chunks, conversion = converter.collect(received_at, CHUNK)
     lines: list[str] = []
-    for chunk in converted.chunks(received_at, CHUNK):
+    for chunk in chunks:
         assert len(chunk.text.split("\n") if chunk.text else []) == chunk.line_count, "counted right"
         lines.extend(chunk.lines())
-    return lines, [rejected.reason for rejected in converted.rejected]
+    return lines, [rejected.reason for rejected in conversion.rejected]
 
 
 def reference_lines(body: bytes, received_at: int = 0) -> tuple[list[str], list[str]]:
-    """The same through parse_push -> iter_measurements -> PushLineBuilder, one measurement at a time."""
+    """The same through parse_push -> validate_measurement -> the general path's lines, one measurement
+    at a time (no fast path, no slicing)."""
     push = parse_push(body)
-    builder = PushLineBuilder(push)
+    converter = Converter(ParsedPush(push, None), PushLimits(), MAX_EPOCH_SECONDS)
     lines: list[str] = []
     reasons: list[str] = []
     intervals = 0
-    for measurement in iter_measurements(push):
-        if isinstance(measurement, Rejected):
-            reasons.append(measurement.reason)
-        else:
-            intervals += 1
-            lines.extend(builder.measurement_lines(measurement))
-    lines.append(builder.sensor_push_line(intervals, received_at))
+    for raw in push.raw_measurements:
+        try:
+            measurement = validate_measurement(raw, PushLimits(), MAX_EPOCH_SECONDS)
+        except MeasurementError as exc:
+            reasons.append(str(exc))
+            continue
+        intervals += 1
+        lines.extend(converter.measurement_lines(measurement))
+    sensor = push.sensor
+    lines.append(
+        converter.lines.sensor_push(
+            application=sensor.application,
+            application_version=sensor.application_version,
+            ip_address=sensor.ip_address,
+            timezone=sensor.timezone,
+            test=push.test_connection,
+            intervals=intervals,
+            timestamp=push.utc_sent if push.utc_sent is not None else received_at,
+        )
+    )
     return lines, reasons

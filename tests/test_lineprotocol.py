@@ -17,7 +17,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 
 from bench.payloads import START, push_body
 from exporter.config import DEFAULT_MAX_COUNT
-from exporter.lineprotocol import convert_push
+from exporter.convert import convert_push
 from exporter.payload import DIRECTIONS, KINDS, PayloadError, parse_push
 from tests.support import converted_lines, reference_lines
 

@@ -10,7 +10,7 @@ import orjson
 
 from bench.payloads import START, backfill_body, push_body
 from exporter.app import create_app
-from exporter.lineprotocol import SPLIT_MIN_BYTES
+from exporter.convert import SPLIT_MIN_BYTES
 from exporter.localdb import LocalInflux
 from tests.support import make_config
 

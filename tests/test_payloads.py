@@ -10,8 +10,17 @@ import orjson
 import pytest
 
 from exporter.config import PushLimits
-from exporter.lineprotocol import convert_push, parse_body
-from exporter.payload import PayloadError, Rejected, bounded, iter_measurements, parse_push
+from exporter.convert import convert_push, parse_body
+from exporter.payload import (
+    EXPECTED_API_NAME,
+    EXPECTED_API_VERSION,
+    MAX_EPOCH_SECONDS,
+    MeasurementError,
+    PayloadError,
+    bounded,
+    parse_push,
+    validate_measurement,
+)
 from tests.support import PAYLOADS, converted_lines, reference_lines
 
 VALID_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected.lp").exists())
@@ -67,7 +76,7 @@ def test_absurdly_deep_nesting_is_a_payload_error() -> None:
 
 def test_wrong_protocol_version_is_stored_with_a_warning_naming_the_fix() -> None:
     push = parse_push((PAYLOADS / "other-api-version" / "push.json").read_bytes())
-    assert not push.protocol_matches
+    assert (push.api_name, push.api_version) != (EXPECTED_API_NAME, EXPECTED_API_VERSION)
     assert any("GenericHTTPPost0ProtocolVersion=V0_4" in warning for warning in push.warnings)
 
 
@@ -96,9 +105,10 @@ def test_missing_name_falls_back_to_serial() -> None:
     ],
 )
 def test_invalid_items_reject_the_measurement(items: object, reason: str) -> None:
-    (result,) = list(iter_measurements(parse_push(push_with({"items": items}))))
-    assert isinstance(result, Rejected), f"items {items!r} should be rejected"
-    assert reason in result.reason
+    (raw,) = parse_push(push_with({"items": items})).raw_measurements
+    with pytest.raises(MeasurementError) as rejected:
+        validate_measurement(raw, PushLimits(), MAX_EPOCH_SECONDS)
+    assert reason in str(rejected.value), f"items {items!r}: {rejected.value}"
 
 
 SERIAL = "ACCC8E000001"
@@ -146,9 +156,10 @@ def test_an_interval_ending_within_the_skew_is_stored_one_beyond_it_is_not() -> 
             "utcTo": iso(end),
             "items": [{"direction": "in", "count": 1}],
         }
-        converted = convert_push(bytearray(push_with(measurement)), limits, now=now)
-        list(converted.chunks(now, 100))
-        assert (converted.intervals, len(converted.rejected)) == ((1, 0) if label == "ok" else (0, 1)), label
+        _, conversion = convert_push(bytearray(push_with(measurement)), limits, now=now).collect(now, 100)
+        assert (conversion.intervals, len(conversion.rejected)) == ((1, 0) if label == "ok" else (0, 1)), (
+            label
+        )
 
 
 def iso(unix: int) -> str:
