@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from bench.payloads import STEADY_START, backfill_body, steady_bodies
-from exporter.lineprotocol import convert_push
+from exporter.convert import convert_push
 from exporter.localdb import LocalInflux, free_port
 
 HERE = Path(__file__).parent
@@ -143,8 +143,8 @@ def measure_conversion(body: bytes, items: int, settings: Settings, report: Repo
         del document
         buffer = bytearray(body)  # what the receiver holds after reading the request
         started = time.perf_counter()
-        converted = convert_push(buffer)
-        lines = sum(chunk.line_count for chunk in converted.chunks(0, settings.chunk_lines))
+        chunks, _ = convert_push(buffer).collect(0, settings.chunk_lines)
+        lines = sum(chunk.line_count for chunk in chunks)
         convert_times.append(time.perf_counter() - started)
         assert lines == items, f"converted {lines} lines, expected {items}"
     parse_rate = items / best(parse_times)
@@ -298,8 +298,8 @@ def measure_backfill(
     report: Report,
 ) -> None:
     """The backfill push through the receiver, next to its line protocol posted straight to InfluxDB."""
-    converted = convert_push(bytearray(body))
-    chunks = [chunk.payload().encode() for chunk in converted.chunks(0, settings.chunk_lines)]
+    converted, _ = convert_push(bytearray(body)).collect(0, settings.chunk_lines)
+    chunks = [chunk.payload().encode() for chunk in converted]
     direct_bucket = bucket + "_direct"
     influx.create_database(direct_bucket)
     direct_times: list[float] = []
