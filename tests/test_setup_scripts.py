@@ -116,3 +116,27 @@ def test_the_package_without_extras_brings_everything_it_imports() -> None:
         if not {distribution_name(dist) for dist in providers.get(module, [])} & reachable
     }
     assert not missing, f"imported by exporter/ but not installed without the test extras: {missing}"
+
+
+def declared_dependencies() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {distribution_name(requirement) for requirement in project["dependencies"]}
+
+
+def test_every_imported_module_is_a_declared_dependency_not_only_a_dependency_of_one() -> None:
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {
+        module: providers.get(module)
+        for module in third_party_imports()
+        if not {distribution_name(dist) for dist in providers.get(module, [])} & declared_dependencies()
+    }
+    assert not undeclared, f"imported by exporter/ but not in pyproject.toml's dependencies: {undeclared}"
+
+
+def test_every_declared_dependency_is_imported() -> None:
+    providers = importlib.metadata.packages_distributions()
+    imported = {
+        distribution_name(dist) for module in third_party_imports() for dist in providers.get(module, [])
+    }
+    unused = declared_dependencies() - imported
+    assert not unused, f"declared in pyproject.toml but never imported by exporter/: {sorted(unused)}"
