@@ -50,7 +50,7 @@ class LazyGroup(click.Group):
         "certs": "exporter.certs:certs",
         "check-secrets": "exporter.stackcheck:check_secrets_command",
         "relabel": "exporter.relabel:relabel_command",
-        "simulate": "exporter.simulate:simulate",
+        "simulate": "exporter.simulator.command:simulate",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -23,7 +23,6 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.certs import issue_certificates
-from exporter.simulate import parse_duration, simulate
 from exporter.simulator import (
     MinuteCount,
     SensorIdentity,
@@ -38,6 +37,7 @@ from exporter.simulator import (
     make_identities,
     run_simulation,
 )
+from exporter.simulator.command import parse_duration, simulate
 from exporter.simulator.runner import next_boundary
 from exporter.simulator.traffic import DEFAULT_OPENING_HOURS
 

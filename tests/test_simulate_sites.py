@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from exporter.config import DEFAULT_SERIAL_PATTERN
 from exporter.localdb import LocalInflux
 from exporter.sensorsfile import load_sensors_file
-from exporter.simulate import simulate
 from exporter.simulator import (
     SITE_TIME_ZONES,
     SensorIdentity,
@@ -25,6 +24,7 @@ from exporter.simulator import (
     site_identities,
     site_time_zones,
 )
+from exporter.simulator.command import simulate
 from tests.conftest import ExporterFactory
 from tests.test_simulate import push_server
 
