@@ -50,8 +50,8 @@ def tag_set(tags: Mapping[str, str]) -> str:
 
 
 def count_fields(count: int, adults: int | None, net: int, calendar: tuple[str, str]) -> str:
-    """The fields of a ``people_count`` point, sorted by key: adults, count, the calendar's day, day_end,
-    hour (``calendar[0]``, ending in a comma), net, then week_end, weekday (``calendar[1]``)."""
+    """The fields of a ``people_count`` point, sorted by key: adults, count, the calendar's day_end, hour
+    (``calendar[0]``, ending in a comma), net, then week_end, weekday (``calendar[1]``)."""
     counts = f"count={count}i" if adults is None else f"adults={adults}i,count={count}i"
     return f"{counts},{calendar[0]}net={net}i{calendar[1]}"
 

@@ -4,10 +4,9 @@ InfluxQL applies one ``tz()`` to a whole query, so a dashboard cannot fold the c
 different zones by each one's local day or hour. The receiver knows each sensor's zone, so it stores,
 with every count, where its interval starts in that zone's calendar (``people_count`` fields):
 
-- ``day``: the counting day as ``YYYYMMDD``; a counting day starts at the configured day start (00:00 by
+- ``day_end``: unix time at which the counting day ends, so "today" is ``day_end > now`` whatever the
+  zone, and 23- and 25-hour days are whole; a counting day starts at the configured day start (00:00 by
   default; e.g. 04:00 for a venue open past midnight, whose 01:00 visitors belong to the evening before);
-- ``day_end``: unix time at which that counting day ends, so "today" is ``day_end > now`` whatever the
-  zone, and 23- and 25-hour days are whole;
 - ``hour``: the local clock hour (0-23), ``weekday``: the counting day's ISO weekday (1 Monday .. 7);
 - ``week_end``: unix time at which the counting week (Monday to Sunday) ends.
 
@@ -44,27 +43,27 @@ class LocalCalendar:
         self._start_time = dt.time(day_start_minutes // 60, day_start_minutes % 60)
         self._cache: dict[int, tuple[str, str]] = {}
 
-    def place(self, utc_seconds: int) -> tuple[int, int, int, int, int]:
-        """(day as YYYYMMDD, day_end, hour, weekday, week_end) of the interval starting at ``utc_seconds``."""
+    def place(self, utc_seconds: int) -> tuple[int, int, int, int]:
+        """(day_end, hour, weekday, week_end) of the interval starting at ``utc_seconds``."""
         local = dt.datetime.fromtimestamp(utc_seconds, self.zone)
         day = (local - self.day_start).date()
         day_end = self._boundary(day + dt.timedelta(days=1))
         week_end = self._boundary(day + dt.timedelta(days=8 - day.isoweekday()))
-        return day.year * 10000 + day.month * 100 + day.day, day_end, local.hour, day.isoweekday(), week_end
+        return day_end, local.hour, day.isoweekday(), week_end
 
     def _boundary(self, day: dt.date) -> int:
         """Unix time at which counting day ``day`` starts (a day start in a DST gap moves with the clock)."""
         return int(dt.datetime.combine(day, self._start_time, tzinfo=self.zone).timestamp())
 
     def fields(self, utc_seconds: int) -> tuple[str, str]:
-        """The calendar fields around ``net`` (fields are sorted by key): ``day=..i,day_end=..i,hour=..i,``
-        and ``,week_end=..i,weekday=..i``."""
+        """The calendar fields around ``net`` (fields are sorted by key): ``day_end=..i,hour=..i,`` and
+        ``,week_end=..i,weekday=..i``."""
         quarter = utc_seconds // QUARTER_HOUR
         found = self._cache.get(quarter)
         if found is None:
-            day, day_end, hour, weekday, week_end = self.place(quarter * QUARTER_HOUR)
+            day_end, hour, weekday, week_end = self.place(quarter * QUARTER_HOUR)
             found = (
-                f"day={day}i,day_end={day_end}i,hour={hour}i,",
+                f"day_end={day_end}i,hour={hour}i,",
                 f",week_end={week_end}i,weekday={weekday}i",
             )
             if len(self._cache) < _CACHE_LIMIT:

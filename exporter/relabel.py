@@ -37,7 +37,7 @@ from exporter.sensorsfile import LABEL_KEYS, SensorsFile, SensorsFileError
 from exporter.writer import Chunk, InfluxWriter, StorageUnavailable
 
 DAY = 86400
-CALENDAR_FIELDS = ("day", "day_end", "hour", "week_end", "weekday")
+CALENDAR_FIELDS = ("day_end", "hour", "week_end", "weekday")
 LABELLED = (*LABEL_KEYS, "tz")
 
 
@@ -219,10 +219,9 @@ class Relabeller:
                 and fields.get("day_end") is None
                 and fields.get("count") is not None
             ):
-                day, day_end, hour, weekday, week_end = calendar.place(int(values[0]))
+                day_end, hour, weekday, week_end = calendar.place(int(values[0]))
                 count = int(fields["count"])
                 fields.update(
-                    day=day,
                     day_end=day_end,
                     hour=hour,
                     weekday=weekday,

@@ -681,12 +681,6 @@ def people_counting() -> dict[str, Any]:
         ],
         mappings=value_names(HOUR_NAMES),
     )
-    per_day = folded_chart(
-        "Visitors in per day",
-        "Visitors in per counting day (YYYYMMDD) over the selected range.",
-        "day",
-        None,
-    )
 
     layout = Layout()
     layout.row(5, (today, 6), (inside, 5), (day_vs_week, 7), (week_vs_week, 6))
@@ -695,7 +689,6 @@ def people_counting() -> dict[str, Any]:
     layout.row(8, (sites, 14), (per_site, 10))
     layout.row(7, (sensors, 24))
     layout.row(8, (by_hour, 9), (by_weekday, 9), (busiest, 6))
-    layout.row(7, (per_day, 24))
 
     variables = [
         datasource_variable("ds_influxdb", "InfluxDB", "influxdb", INFLUXDB_UID, "InfluxDB (axis)"),

@@ -297,7 +297,7 @@ def test_small_ones_nesting_extra_attributes_and_credentials(
     assert push(guarded, document, CAMERA_TOKEN).status_code == 200
     fields = {row["fieldKey"] for row in influx.query(bucket, 'SHOW FIELD KEYS FROM "people_count"')}
     # What the receiver stores itself (exporter.localday's calendar and net), and nothing a device named.
-    assert fields == {"count", "adults", "net", "day", "day_end", "hour", "weekday", "week_end"}, fields
+    assert fields == {"count", "adults", "net", "day_end", "hour", "weekday", "week_end"}, fields
     # InfluxDB 1.8's v2 API takes user:password; none of it may show (here nothing answers there).
     url = "http://reader:s3cret-password@127.0.0.1:9"
     server = exporter_server(workers=1, env={"INFLUXDB_V2_URL": url})

@@ -433,7 +433,6 @@ def hour_totals(data: Dataset, start: int, end: int, key: Callable[[Count], Any]
     [
         ("Visitors in by hour of day", "hour", lambda c: c.local().hour),
         ("Visitors in by day of week", "weekday", lambda c: c.local().isoweekday()),
-        ("Visitors in per day", "day", lambda c: c.local().strftime("%Y%m%d")),
     ],
 )
 def test_folded_charts_use_each_sensors_own_hours_and_days(

@@ -102,7 +102,6 @@ def calendar_fields(seconds: int, zone_name: str) -> dict[str, int]:
         return int(dt.datetime(date.year, date.month, date.day, tzinfo=zone).timestamp())
 
     return {
-        "day": int(day.strftime("%Y%m%d")),
         "day_end": starts(day + dt.timedelta(days=1)),
         "hour": dt.datetime.fromtimestamp(seconds, zone).hour,
         "weekday": day.isoweekday(),

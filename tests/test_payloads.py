@@ -27,7 +27,6 @@ VALID_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected.lp").e
 ERROR_CASES = sorted(p.name for p in PAYLOADS.iterdir() if (p / "expected-error.txt").exists())
 RECEIVED_AT = 0
 CALENDAR_FIELDS = (
-    "day",
     "day_end",
     "hour",
     "week_end",

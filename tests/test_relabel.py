@@ -139,8 +139,9 @@ def test_history_from_before_the_calendar_fields_gets_them(
     tokyo = dt.datetime.fromtimestamp(start, ZoneInfo("Asia/Tokyo"))
     for row in rows:
         assert row["tz"] == "Asia/Tokyo"
-        assert (row["day"], row["hour"], row["weekday"]) == (
-            int(f"{tokyo:%Y%m%d}"),
+        next_midnight = dt.datetime.combine(tokyo.date() + dt.timedelta(days=1), dt.time(), tokyo.tzinfo)
+        assert (row["day_end"], row["hour"], row["weekday"]) == (
+            int(next_midnight.timestamp()),
             tokyo.hour,
             tokyo.isoweekday(),
         )
