@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from bench import scaling
 from bench.payloads import STEADY_START, backfill_body, steady_bodies
 from exporter.convert import convert_push
 from exporter.localdb import LocalInflux, free_port
@@ -54,7 +55,7 @@ class Settings:
     connections: int
     chunk_lines: int
     quick: bool
-    parts: str = "abcd"
+    parts: str = "abcdefg"
     workers: int = WORKERS
 
 
@@ -717,7 +718,33 @@ def run(settings: Settings, keep: bool = False, progress: Callable[[str], None] 
         if "b" in parts or "d" in parts:
             progress("(b)+(d) backfill through the receiver ...")
             measure_backfill(influx, receiver, bucket, body, items, settings, report)
+        if any(part in parts for part in "efg"):
+            receiver.stop()  # the parts below start their own receivers
+            measure_scaling(influx, base, settings, report, progress)
     return report
+
+
+def measure_scaling(
+    influx: LocalInflux, base: Path, settings: Settings, report: Report, progress: Callable[[str], None]
+) -> None:
+    """(e) receivers side by side, (f) capacity per core, (g) a pod's memory and drain (bench/scaling.py)."""
+    bucket = "scaling"  # apart from (b)'s, whose point count it checks
+    influx.create_database(bucket)
+    env = receiver_env(influx, bucket, base / "scaling", settings.chunk_lines, settings.workers)
+    (base / "scaling").mkdir()
+    if "e" in settings.parts:
+        bodies_file = base / "scaling" / "steady.jsonl"
+        bodies_file.write_bytes(b"\n".join(steady_bodies(settings.sensors)) + b"\n")
+        progress("(e) 1, 2 and 3 receivers behind a round-robin balancer ...")
+        scaling.measure_instances(influx, env, base / "scaling", bodies_file, settings, report, progress)
+    if "f" in settings.parts:
+        receiver = scaling.start_receiver(base / "scaling", "capacity", env, settings.workers)
+        try:
+            scaling.measure_capacity(influx, receiver, settings, report, progress)
+        finally:
+            receiver.server.stop()
+    if "g" in settings.parts:
+        scaling.measure_pod(influx, env, base / "scaling", settings, report, progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -731,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per steady-state load run (default 10)")
     parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES, help="lines per InfluxDB write")
     parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn workers (both apps)")
-    parser.add_argument("--only", default="abcd", help="measure only these parts, e.g. 'c' or 'bd'")
+    parser.add_argument("--only", default="abcdefg", help="measure only these parts, e.g. 'c' or 'efg'")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
     args = parser.parse_args(argv)

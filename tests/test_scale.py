@@ -21,15 +21,14 @@ import os
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.balancer import Balancer
+from bench.scaling import large_bodies
 from exporter.localdb import LocalInflux
 from exporter.simulator import SimulationConfig, Summary, make_identities, run_simulation
 from tests.conftest import ExporterFactory, ExporterProcess
@@ -49,7 +48,6 @@ from tests.kube import ingress_settings
 pytestmark = DROPPED_CONNECTION_WARNINGS
 _collect = pytest.fixture(autouse=True)(collect_dropped_connections)
 
-LARGE_BODY = 4 * 2**20  # a bucket bound of axis_exporter_push_body_bytes: only the backfill is larger
 BACKFILL_SERIAL_PREFIX = "ACCC8F"  # the fleet's serials start ACCC8E
 
 
@@ -96,30 +94,11 @@ def kill(server: ExporterProcess) -> None:
     process.wait(timeout=10)
 
 
-def large_bodies(server: ExporterProcess) -> int:
-    """Pushes of more than LARGE_BODY bytes this receiver has read in full (from its /metrics)."""
-    try:
-        with urllib.request.urlopen(f"{server.admin_url}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0
-    count = below = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "axis_exporter_push_body_bytes":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                count = sample.value
-            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == LARGE_BODY:
-                below = sample.value
-    return int(count - below)
-
-
 def drain_the_backfill(receivers: list[ExporterProcess], drain: Drain, timeout: float = 90.0) -> None:
     """Wait until a receiver has read the backfill's body, then SIGTERM it and time its exit."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        holders = [index for index, server in enumerate(receivers) if large_bodies(server) > 0]
+        holders = [index for index, server in enumerate(receivers) if large_bodies(server.admin_url) > 0]
         if holders:
             break
         time.sleep(0.02)
