@@ -419,6 +419,25 @@ def test_sizes_agree_body_through_the_ingress_and_dead_letters_on_their_volume()
     assert one(MANIFESTS, "Ingress")["spec"]["tls"], "the example Ingress serves TLS"
 
 
+# Measured by `python -m bench` (parts (d) and (g)): the pod's processes at rest, and how much a worker
+# grows while it converts bodies, per byte of body (README "Performance" and "Kubernetes").
+POD_AT_REST_BYTES = 171 * 10**6
+WORKER_GROWTH_PER_BODY_BYTE = 1.3
+
+
+def test_the_memory_limit_holds_every_worker_at_its_body_budget() -> None:
+    env = env_of(MANIFESTS)
+    limits = container(MANIFESTS)["resources"]["limits"]
+    budget = int(env["AXIS_EXPORTER_MAX_INFLIGHT_BYTES"])
+    assert budget >= int(env["AXIS_EXPORTER_MAX_BODY_BYTES"]), "a worker could not take the largest push"
+    worst = POD_AT_REST_BYTES + int(env["AXIS_EXPORTER_WORKERS"]) * WORKER_GROWTH_PER_BODY_BYTE * budget
+    assert _quantity(limits["memory"]) > worst, (
+        f"memory limit {limits['memory']} < {worst / 2**20:.0f} MiB, what the workers may hold: the pod "
+        "would be OOM-killed before its body budget answers 503"
+    )
+    assert limits["cpu"] == env["AXIS_EXPORTER_WORKERS"], "each worker uses at most one core"
+
+
 def test_the_grace_period_covers_the_pre_stop_pause_and_gunicorns_graceful_timeout() -> None:
     source = (ROOT / "exporter" / "server.py").read_text(encoding="utf-8")
     found = re.search(r'"graceful_timeout":\s*(\d+)', source)
