@@ -24,15 +24,18 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from exporter.processes import ChildProcess, ProcessExited, ProcessNotReady, log_tail
+
+# Re-exported until bench/ and tests/test_scale.py import it from exporter.processes.
+from exporter.processes import free_port as free_port
 
 INSTALL_HINT = "install Debian's packages: apt-get install influxdb nginx-light (or run ./scripts/setup)"
 LOCK_FILE = "lock"
@@ -66,13 +69,6 @@ class _PortTaken(LocalInfluxError):
     def __init__(self, message: str, holder: str) -> None:
         super().__init__(message)
         self.holder = holder
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _find(program: str) -> str:
@@ -185,25 +181,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _log_tail(log_path: Path, lines: int = 15) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(cannot read {log_path}: {exc.strerror or exc})"
-    tail = text[-4000:].splitlines()[-lines:]
-    return "\n".join(f"  {line}" for line in tail) if tail else "  (empty)"
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGCONT)  # a paused influxd would not act on SIGTERM
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+def _stop(process: ChildProcess | None) -> None:
+    if process is not None:
+        process.stop()
 
 
 class LocalInflux:
@@ -234,8 +214,8 @@ class LocalInflux:
         self.bridge_port = bridge_port or preferred[1] or free_port()
         self._movable = {"influxd": influxd_port is None, "bridge": bridge_port is None}
         self.moved: list[str] = []
-        self._influxd: subprocess.Popen[bytes] | None = None
-        self._nginx: subprocess.Popen[bytes] | None = None
+        self._influxd: ChildProcess | None = None
+        self._nginx: ChildProcess | None = None
         self._lock_fd: int | None = None
 
     @property
@@ -337,11 +317,10 @@ class LocalInflux:
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, data, 0)
 
-    def _launch(self, command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    def _launch(self, name: str, command: list[str], log_path: Path) -> ChildProcess:
         """Start ``command`` logging to ``log_path``; it inherits the directory's lock."""
         pass_fds = (self._lock_fd,) if self._lock_fd is not None else ()
-        with log_path.open("ab") as log_file:
-            return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=pass_fds)
+        return ChildProcess(command, log_path, name=name, pass_fds=pass_fds)
 
     def _move(self, which: str, port: int, holder: str) -> int:
         """A free port instead of ``port`` (held by ``holder``); noted in ``moved``."""
@@ -399,7 +378,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
         )
         log_path = self.base_dir / "influxd.log"
-        self._influxd = self._launch([influxd, "-config", str(config)], log_path)
+        self._influxd = self._launch("influxd", [influxd, "-config", str(config)], log_path)
         self._record()
         self._wait_ours("influxd", self._influxd, self.influxd_port, f"{self.influxd_url}/ping", log_path)
 
@@ -496,7 +475,7 @@ http {{
 """
         )
         command = [nginx, "-p", str(temp), "-e", str(temp / "error.log"), "-c", str(config)]
-        self._nginx = self._launch(command, temp / "startup.log")
+        self._nginx = self._launch("nginx", command, temp / "startup.log")
         self._record()
         self._wait_ours(
             "nginx", self._nginx, self.bridge_port, f"{self.url}{BRIDGE_PROBE}", temp / "error.log"
@@ -519,40 +498,42 @@ http {{
             return bool(headers.get(INSTANCE_HEADER) == self.instance)
         return headers.get("X-Influxdb-Version") is not None
 
-    def _wait_ours(
-        self, name: str, process: subprocess.Popen[bytes], port: int, url: str, log_path: Path
-    ) -> None:
+    def _wait_ours(self, name: str, process: ChildProcess, port: int, url: str, log_path: Path) -> None:
         """Until ``process`` owns every socket listening on ``port`` and answers on ``url``.
 
         Another process's answer on the same port never counts: it may be another local InfluxDB.
         """
-        deadline = time.monotonic() + 30
-        while True:
-            returncode = process.poll()
-            if returncode is not None:
-                holder = port_holder(port)
-                message = (
-                    f"{name} (pid {process.pid}) exited with {returncode} "
-                    f"before listening on 127.0.0.1:{port}"
-                )
-                if holder is not None:
-                    message += f": that port is taken by {holder}"
-                message += f"; the end of its log {log_path}:\n{_log_tail(log_path)}"
-                if holder is not None:
-                    raise _PortTaken(message, holder)
-                raise LocalInfluxError(message)
+
+        def ours() -> bool:
             listeners = listening_inodes(port)
-            if listeners and listeners <= socket_inodes(process.pid) and self._answers_as_ours(name, url):
-                return
-            if time.monotonic() > deadline:
-                holder = port_holder(port)
-                foreign = listeners - socket_inodes(process.pid)
-                why = f"127.0.0.1:{port} is held by {holder}" if foreign and holder else "it did not answer"
-                raise LocalInfluxError(
-                    f"{name} (pid {process.pid}) was not ready on 127.0.0.1:{port} within 30 s: {why}; "
-                    f"the end of its log {log_path}:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.05)
+            return (
+                bool(listeners)
+                and listeners <= socket_inodes(process.pid)
+                and self._answers_as_ours(name, url)
+            )
+
+        try:
+            process.wait_ready(ours, timeout=30)
+        except ProcessExited as exc:
+            holder = port_holder(port)
+            message = (
+                f"{name} (pid {process.pid}) exited with {exc.returncode} "
+                f"before listening on 127.0.0.1:{port}"
+            )
+            if holder is not None:
+                message += f": that port is taken by {holder}"
+            message += f"; the end of its log {log_path}:\n{log_tail(log_path)}"
+            if holder is not None:
+                raise _PortTaken(message, holder) from None
+            raise LocalInfluxError(message) from None
+        except ProcessNotReady:
+            holder = port_holder(port)
+            foreign = listening_inodes(port) - socket_inodes(process.pid)
+            why = f"127.0.0.1:{port} is held by {holder}" if foreign and holder else "it did not answer"
+            raise LocalInfluxError(
+                f"{name} (pid {process.pid}) was not ready on 127.0.0.1:{port} within 30 s: {why}; "
+                f"the end of its log {log_path}:\n{log_tail(log_path)}"
+            ) from None
 
     def _query_raw(self, query: str, database: str | None = None, method: str = "GET") -> dict[str, Any]:
         params = {"q": query, "epoch": "s"}

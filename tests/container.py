@@ -35,6 +35,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporter.processes import ChildProcess
 
 # Host paths the chroot needs to run this machine's Python (mounted read-only at the same paths).
 HOST_RUNTIME = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc")
@@ -76,19 +80,21 @@ class ContainerSpec:
     read_only: bool = False
     host_paths: list[str] = field(default_factory=list)
 
-    def popen(self, log_path: Path, spec_path: Path) -> subprocess.Popen[bytes]:
+    def popen(self, log_path: Path, spec_path: Path) -> ChildProcess:
         """Start the container's command; the returned process is that command (the init execs it)."""
+        # Imported here: run as a script, this file is the container's init and needs only the stdlib.
+        from exporter.processes import ChildProcess
+
         assert os.geteuid() == 0, "the container emulation needs root (mount namespace, chroot, setuid)"
         unshare = shutil.which("unshare")
         assert unshare, "unshare not found (Debian package util-linux)"
         spec_path.write_text(json.dumps(asdict(self)), encoding="utf-8")
-        with log_path.open("ab") as log_file:
-            return subprocess.Popen(
-                [unshare, "--mount", "--propagation", "private", sys.executable, __file__, str(spec_path)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-            )
+        return ChildProcess(
+            [unshare, "--mount", "--propagation", "private", sys.executable, __file__, str(spec_path)],
+            log_path,
+            name=f"container {self.command[0] if self.command else ''}".strip(),
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
 
 
 def runtime_paths() -> list[str]:

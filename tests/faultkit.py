@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,9 @@ from typing import Any
 import pytest
 
 from exporter.localdb import LocalInflux
+
+# Re-exported (X as X) until tests/test_scale.py imports it from exporter.processes.
+from exporter.processes import wait_until as wait_until
 from exporter.simulator import (
     Progress,
     PushResult,
@@ -289,13 +291,3 @@ class AlternatingTransport:
         """Close all transports."""
         for transport in self._transports:
             transport.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until true, failing with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

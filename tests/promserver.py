@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +22,7 @@ from typing import Any
 
 import requests
 
-from exporter.localdb import free_port
+from exporter.processes import ChildProcess, ProcessFailed, free_port, wait_until
 
 INSTALL_HINT = "install Debian's prometheus package: apt-get install prometheus"
 
@@ -79,7 +76,7 @@ class LocalPrometheus:
             "rule_files": [str(Path(path).resolve()) for path in rule_files],
             "scrape_configs": [dict(job) for job in scrape_configs],
         }
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ChildProcess | None = None
         self._session = requests.Session()
 
     @property
@@ -100,44 +97,34 @@ class LocalPrometheus:
         self.directory.mkdir(parents=True, exist_ok=True)
         config_path = self.directory / "prometheus.yml"
         config_path.write_text(json.dumps(self._config, indent=2), encoding="utf-8")  # JSON is YAML
-        with self.log_path.open("ab") as log_file:
-            self._process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={self.directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
+        self._process = ChildProcess(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            self.log_path,
+            cwd=self.directory,
+        )
+        try:
+            self._process.wait_ready(
+                lambda: self._session.get(f"{self.url}/-/ready", timeout=1).status_code == 200,
+                timeout,
+                interval=0.1,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise PrometheusError(f"prometheus exited with {self._process.returncode}:\n{self.log()}")
-            try:
-                if self._session.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise PrometheusError(f"prometheus was not ready within {timeout:.0f} s:\n{self.log()}")
+        except ProcessFailed as exc:
+            self.stop()
+            raise PrometheusError(f"{exc.reason}:\n{self.log()}") from None
+        return self
 
     def stop(self) -> None:
         """Stop Prometheus (SIGTERM, then SIGKILL after 15 s)."""
         process, self._process = self._process, None
         self._session.close()
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        if process is not None:
+            process.stop()
 
     def api(self, path: str, **params: str) -> Any:
         """GET ``/api/v1/<path>`` and return its ``data``; raise PrometheusError on an error answer."""
@@ -164,14 +151,16 @@ class LocalPrometheus:
 
     def wait_until(self, promql: str, check: Callable[[Result], bool], timeout: float = 20.0) -> Result:
         """Poll ``query(promql)`` until ``check`` accepts the result; TimeoutError with the last one."""
-        deadline = time.monotonic() + timeout
-        result = self.query(promql)
-        while not check(result):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{promql!r} did not reach the expected value in {timeout} s: {result}")
-            time.sleep(0.2)
-            result = self.query(promql)
-        return result
+        last: list[Result] = []
+
+        def reached() -> bool:
+            last[:] = [self.query(promql)]
+            return check(last[0])
+
+        wait_until(
+            reached, timeout, lambda: f"{promql!r} to reach the expected value; last: {last[0]}", interval=0.2
+        )
+        return last[0]
 
     def log(self) -> str:
         """Prometheus' log so far."""

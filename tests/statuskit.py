@@ -13,7 +13,6 @@ InfluxDB.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import uuid
@@ -26,9 +25,11 @@ from zoneinfo import ZoneInfo
 import requests
 
 from exporter.certs import IssuedFiles, issue_certificates
-from exporter.localdb import LocalInflux, free_port
+from exporter.localdb import LocalInflux
+from exporter.processes import ChildProcess, ProcessFailed, free_port, wait_until
 from exporter.sensors import SensorPush, SensorRegistry
 from exporter.statedb import DATABASE_FILE
+from tests.serveprocess import clean_env
 from tests.support import payload
 
 SIMULATED = ["ACCC8E000001", "ACCC8E000002", "ACCC8E000003"]
@@ -65,7 +66,7 @@ class Commissioned:
 
     influx: LocalInflux
     bucket: str
-    process: subprocess.Popen[bytes]
+    process: ChildProcess
     url: str
     admin_url: str
     tls: IssuedFiles
@@ -135,11 +136,7 @@ def commission(base: Path) -> Iterator[Commissioned]:
         f"{OTHER_TOKEN}:{NEVER_SEEN_SERIAL}"
     )
     env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AXIS_EXPORTER_", "INFLUXDB_V2_", "PROMETHEUS_"))
-        },
+        **clean_env(),
         "INFLUXDB_V2_URL": influx.url,
         "INFLUXDB_V2_ORG": "-",
         "INFLUXDB_V2_TOKEN": influx.token,
@@ -152,16 +149,15 @@ def commission(base: Path) -> Iterator[Commissioned]:
     sensors_file = base / "sensors.yml"
     sensors_file.write_text(SENSORS_FILE, encoding="utf-8")
     log_path = base / "serve.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "exporter", "serve",
-                "--bind", f"127.0.0.1:{port}", "--admin-bind", f"127.0.0.1:{admin_port}",
-                "--workers", "2", "--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key),
-                "--sensors-file", str(sensors_file),
-            ],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = ChildProcess(
+        [
+            sys.executable, "-m", "exporter", "serve",
+            "--bind", f"127.0.0.1:{port}", "--admin-bind", f"127.0.0.1:{admin_port}",
+            "--workers", "2", "--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key),
+            "--sensors-file", str(sensors_file),
+        ],
+        log_path, name="serve", env=env,
+    )  # fmt: skip
     session = Commissioned(
         influx=influx,
         bucket=bucket,
@@ -202,13 +198,7 @@ def commission(base: Path) -> Iterator[Commissioned]:
         _wait_for_the_push_log(session)
         yield session
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        process.stop(timeout=30)
         influx.close()
 
 
@@ -241,25 +231,21 @@ def _age_two_sensors(state_db: Path, now: float) -> None:
 
 def _wait_for_the_push_log(session: Commissioned, timeout: float = 10.0) -> None:
     """Workers write their pushes to the shared log a fraction of a second after answering them."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not any(push["status"] == 415 for push in session.status()["recent_pushes"]):
-        assert time.monotonic() < deadline, f"the last push did not reach the push log within {timeout} s"
-        time.sleep(0.1)
+    wait_until(
+        lambda: any(push["status"] == 415 for push in session.status()["recent_pushes"]),
+        timeout,
+        "the last push to reach the push log",
+        interval=0.1,
+    )
 
 
 def _wait_until_up(session: Commissioned, timeout: float = 30.0) -> None:
-    import time
+    def up() -> bool:
+        requests.get(f"{session.admin_url}/healthz", timeout=1)
+        requests.get(f"{session.url}/healthz", timeout=1, verify=str(session.tls.ca_cert))
+        return True
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if session.process.poll() is not None:
-            raise AssertionError(f"serve exited with {session.process.returncode}:\n{session.log()}")
-        try:
-            requests.get(f"{session.admin_url}/healthz", timeout=1)
-            requests.get(f"{session.url}/healthz", timeout=1, verify=str(session.tls.ca_cert))
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise AssertionError(f"serve did not answer within {timeout} s:\n{session.log()}")
+    try:
+        session.process.wait_ready(up, timeout, interval=0.1)
+    except ProcessFailed as exc:
+        raise AssertionError(f"{exc.reason}:\n{session.log()}") from None

@@ -1,4 +1,4 @@
-"""Helpers shared by tests: golden payloads and configurations."""
+"""Helpers shared by tests: golden payloads, configurations, apps and the converter's lines."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
+
+from exporter.admin import create_admin_app
 from exporter.config import Config, InfluxConfig, PushLimits
 from exporter.convert import Converter, ParsedPush, convert_push
 from exporter.localdb import LocalInflux
@@ -28,6 +31,12 @@ def make_config(influx: LocalInflux, bucket: str, tmp_path: Path, **overrides: A
         **overrides,
     }
     return Config(**settings)
+
+
+def admin_app_for(app: Flask, config: Config) -> Flask:
+    """The admin listener's app sharing ``app``'s metrics and InfluxDB client, as in one process."""
+    receiver = app.extensions["axis_exporter"]
+    return create_admin_app(config, metrics=receiver.metrics, influx=receiver.writer)
 
 
 CHUNK = 7  # small, so that chunk boundaries fall everywhere

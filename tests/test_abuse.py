@@ -23,8 +23,8 @@ import requests
 
 from exporter.certs import issue_certificates
 from exporter.localdb import LocalInflux
-from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections
+from tests.serveprocess import ExporterFactory, ExporterProcess
 from tests.support import payload
 
 pytestmark = DROPPED_CONNECTION_WARNINGS

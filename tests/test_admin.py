@@ -12,8 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,19 +20,9 @@ from flask import Flask
 
 from exporter.cli import DEFAULT_ADMIN_BIND
 from exporter.config import Config
-from exporter.localdb import free_port
-from tests.conftest import ExporterFactory, ExporterProcess, admin_app_for
-from tests.support import payload
-
-
-def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"waited {seconds} s for {what}")
+from exporter.processes import free_port, wait_until
+from tests.serveprocess import ExporterFactory, ExporterProcess
+from tests.support import admin_app_for, payload
 
 
 def ok_pushes(server: ExporterProcess) -> float:
@@ -78,15 +66,15 @@ def test_the_admin_listener_outlives_workers_and_is_restarted_when_it_dies(
         os.kill(worker, signal.SIGKILL)
     # Straight after the kill: no worker may be alive, the admin listener answers all the same.
     assert ok_pushes(server) == 4, "dead workers' counts stay in the total"
-    wait_for(lambda: len(server.worker_pids()) == 2, 30, "gunicorn to replace the killed workers")
+    wait_until(lambda: len(server.worker_pids()) == 2, 30, "gunicorn to replace the killed workers")
 
     admin = server.admin_pid()
     assert admin is not None
     os.kill(admin, signal.SIGKILL)
-    wait_for(
+    wait_until(
         lambda: server.admin_pid() not in (None, admin), 15, "the master to start the admin process again"
     )
-    wait_for(lambda: _answers(f"{server.admin_url}/healthz"), 15, "the new admin process to answer")
+    wait_until(lambda: _answers(f"{server.admin_url}/healthz"), 15, "the new admin process to answer")
     assert ok_pushes(server) == 4
     assert "admin process (pid" in server.log() and "exited" in server.log()
 
@@ -110,7 +98,7 @@ def test_stopping_serve_stops_the_admin_process_and_removes_its_temporary_metric
     admin = server.admin_pid()
     assert admin is not None
     os.kill(server.worker_pids()[0], signal.SIGTERM)  # a worker leaving must not take the directory along
-    wait_for(lambda: len(server.worker_pids()) == 2, 30, "gunicorn to replace the stopped worker")
+    wait_until(lambda: len(server.worker_pids()) == 2, 30, "gunicorn to replace the stopped worker")
     assert directory.is_dir(), "a worker's exit removed the master's metrics directory"
     server.stop()
     assert list(temporary.iterdir()) == [], "serve left its metrics directory behind"

@@ -21,9 +21,9 @@ import yaml
 
 from exporter.certs import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE, issue_certificates
 from exporter.config import load_config
-from exporter.localdb import free_port
+from exporter.processes import free_port
 from exporter.stackcheck import SECRETS, check_secrets
-from tests.conftest import ExporterFactory
+from tests.serveprocess import ExporterFactory
 from tests.stack import (
     COMPOSE_FILE,
     DOCKERFILE,

@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ import pytest
 import requests
 import yaml
 
-from exporter.localdb import LocalInflux, free_port
+from exporter.localdb import LocalInflux
+from exporter.processes import ChildProcess, ProcessFailed, free_port
 from tests.container import ContainerSpec, DirSpec, MountSpec, runtime_paths
 from tests.promserver import LocalPrometheus, sample_value
 from tests.stack import ROOT, Image, Service, dockerfile_image, env_text, resolve, service
@@ -57,7 +57,7 @@ class Emulation:
     resolved: dict[str, Any]
     image: Image
     addresses: dict[str, str]
-    started: list[subprocess.Popen[bytes]]
+    started: list[ChildProcess]
 
     def volume(self, name: str) -> Path:
         """The host folder of named volume ``name`` (created empty, as docker volume create does)."""
@@ -104,7 +104,7 @@ class Emulation:
             value = value.replace(container_address, loopback)
         return value
 
-    def run(self, svc: Service, command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def run(self, svc: Service, command: list[str], log: Path) -> ChildProcess:
         """Start ``command`` in ``svc``'s emulated container."""
         process = self.spec(svc, command).popen(log, self.work / f"{log.stem}.json")
         self.started.append(process)
@@ -135,13 +135,7 @@ def emulation(project: Path, tmp_path: Path, influx: LocalInflux) -> Iterator[Ca
     yield make
     for emulation in made:
         for process in emulation.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            process.stop(timeout=30)
 
 
 def run_influxdb_init(emulation: Emulation, influx: LocalInflux) -> str:
@@ -183,18 +177,12 @@ def exporter_bucket(stack: Emulation) -> str:
     return service(stack.resolved, "exporter").environment["INFLUXDB_V2_BUCKET"]
 
 
-def wait_for_answer(url: str, process: subprocess.Popen[bytes], log: Path, **kw: Any) -> None:
+def wait_for_answer(url: str, process: ChildProcess, **kw: Any) -> None:
     """Until ``url`` answers 200; fail with the container's log if its process ends first."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the container exited with {process.returncode}:\n{log.read_text()}"
-        try:
-            if requests.get(url, timeout=2, **kw).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within 60 s:\n{log.read_text()}")
+    try:
+        process.wait_ready(lambda: requests.get(url, timeout=2, **kw).status_code == 200, 60, interval=0.2)
+    except ProcessFailed as exc:
+        raise AssertionError(f"{exc.reason} ({url}):\n{process.log()}") from None
 
 
 @pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
@@ -218,8 +206,8 @@ def test_the_exporter_service_runs_stores_a_push_and_is_scraped(
     process = stack.run(exporter, stack.image.cmd, log)
     push_url = stack.map_addresses(f"{scheme}://0.0.0.0:8080").replace("0.0.0.0", "127.0.0.1")
     admin_url = "http://" + stack.map_addresses("exporter:10464")
-    wait_for_answer(f"{admin_url}/healthz", process, log)
-    wait_for_answer(f"{push_url}/healthz", process, log, verify=verify)
+    wait_for_answer(f"{admin_url}/healthz", process)
+    wait_for_answer(f"{push_url}/healthz", process, verify=verify)
 
     token = (stack.project / "secrets" / "camera-tokens").read_text(encoding="utf-8").strip()
     document = payload("sample-3d-object-data")

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.localdb import LocalInflux
+from exporter.processes import wait_until
 from exporter.simulator import HttpTransport, Summary, make_identities, run_simulation
-from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import (
     DROPPED_CONNECTION_WARNINGS,
     AlternatingTransport,
@@ -29,8 +29,8 @@ from tests.faultkit import (
     describe,
     fault_config,
     total_intervals,
-    wait_until,
 )
+from tests.serveprocess import ExporterFactory, ExporterProcess
 
 pytestmark = DROPPED_CONNECTION_WARNINGS
 _collect = pytest.fixture(autouse=True)(collect_dropped_connections)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from exporter.app import create_app
 from exporter.config import DeviceToken
 from exporter.localdb import LocalInflux
-from tests.conftest import ExporterFactory, ExporterProcess
+from tests.serveprocess import ExporterFactory, ExporterProcess
 from tests.support import PAYLOADS, make_config, payload
 
 GOLDEN_BODIES = {path.parent.name: path.read_bytes() for path in sorted(PAYLOADS.glob("*/push.json"))}

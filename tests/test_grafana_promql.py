@@ -15,8 +15,8 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ExporterFactory, ExporterProcess
 from tests.promserver import LocalPrometheus, sample_value, scrape_job
+from tests.serveprocess import ExporterFactory, ExporterProcess
 from tests.support import payload
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,6 @@ import pytest
 
 from exporter.localdb import LocalInflux
 from exporter.simulator import run_simulation
-from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import (
     DROPPED_CONNECTION_WARNINGS,
     FaultPlan,
@@ -24,6 +23,7 @@ from tests.faultkit import (
     fault_config,
     total_intervals,
 )
+from tests.serveprocess import ExporterFactory, ExporterProcess
 
 # The fixture's readiness probe does not verify the receiver's certificate; the simulator below does.
 pytestmark = [

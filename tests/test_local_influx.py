@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from exporter.localdb import (
     LocalInflux,
     LocalInfluxBusy,
     LocalInfluxError,
-    free_port,
     port_is_free,
 )
+from exporter.processes import free_port, wait_until
 from tests.support import make_config, payload
 
 
@@ -226,9 +225,11 @@ def test_processes_a_killed_owner_left_behind_keep_the_directory_locked(tmp_path
     finally:
         for pid in (nginx, influxd):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in (influxd, nginx)):
-        time.sleep(0.05)
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in (influxd, nginx)),
+        30,
+        "influxd and nginx to exit",
+    )
     with LocalInflux(tmp_path / "db") as again:
         assert again.influxd_pid is not None, "the directory stayed locked after its processes ended"
 

@@ -22,10 +22,11 @@ import requests
 from prometheus_client import multiprocess
 
 from exporter.localdb import LocalInflux
+from exporter.processes import wait_until
 from grafana.build_dashboards import quiet_threshold, seconds_since_last_push
-from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections
 from tests.promserver import LocalPrometheus, Result, sample_value, scrape_job
+from tests.serveprocess import ExporterFactory, ExporterProcess
 from tests.support import payload
 
 JOB_SELECTOR = 'job="axis-exporter"'
@@ -175,15 +176,17 @@ def _equals(expected: float) -> Any:
 
 def _wait_for_respawn(server: ExporterProcess, dead: int, workers: int, metrics_dir: Path) -> list[int]:
     """Wait until gunicorn replaced ``dead`` and every worker has loaded the app (its metric files exist)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def respawned() -> list[int] | None:
         pids = server.worker_pids()
         loaded = all((metrics_dir / f"counter_{pid}.db").exists() for pid in pids)
-        if len(pids) == workers and dead not in pids and loaded:
-            return pids
-        time.sleep(0.1)
-    raise AssertionError(
-        f"gunicorn did not respawn the killed worker: {server.worker_pids()}\n{server.log()}"
+        return pids if len(pids) == workers and dead not in pids and loaded else None
+
+    return wait_until(
+        respawned,
+        20,
+        lambda: f"gunicorn to respawn the killed worker: {server.worker_pids()}\n{server.log()}",
+        interval=0.1,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from exporter.config import InfluxConfig
 from exporter.influxread import InfluxReader, InfluxReadError
 from exporter.localdb import LocalInflux
+from exporter.processes import wait_until
 from exporter.pushlog import MAX_MESSAGE_CHARS, PushLog, PushRecord
 from exporter.statedb import DATABASE_FILE
 
@@ -69,10 +70,11 @@ def test_a_writer_killed_mid_stream_leaves_the_log_readable_and_writable(tmp_pat
     context = multiprocessing.get_context("fork")
     victim = context.Process(target=write_pushes, args=(path, 9, 1_000_000))
     victim.start()
-    deadline = time.monotonic() + 10
-    while not path.exists() or len(PushLog(path, keep=KEEP).recent()) < KEEP:
-        assert time.monotonic() < deadline, "the writer did not start writing"
-        time.sleep(0.05)
+    wait_until(
+        lambda: path.exists() and len(PushLog(path, keep=KEEP).recent()) >= KEEP,
+        10,
+        "the writer to start writing",
+    )
     assert victim.pid is not None
     os.kill(victim.pid, signal.SIGKILL)
     victim.join(timeout=10)

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from exporter.config import DEFAULT_SERIAL_PATTERN
+from exporter.processes import wait_until
 from exporter.sensorsfile import (
     LABEL_KEYS,
     MAX_SHOWN,
@@ -32,7 +33,7 @@ from exporter.sensorsfile import (
     load_sensors_file,
     touch_reload_marker,
 )
-from tests.conftest import ExporterFactory, ExporterProcess
+from tests.serveprocess import ExporterFactory, ExporterProcess
 
 GOLDEN = Path(__file__).parent / "sensorsfiles"
 PATTERN = re.compile(DEFAULT_SERIAL_PATTERN)
@@ -351,22 +352,13 @@ def test_watch_reloads_without_being_asked(tmp_path: Path, caplog: pytest.LogCap
     assert thread is not None
     try:
         replace(path, "sensors:\n  ACCC8EF3D92E: {site: Store 13}\n  ACCC8E000002: {site: Store 14}\n")
-        wait_for(
-            lambda: f"sensors file {path} reloaded: 2 sensors" in caplog.messages, "the watcher's reload"
+        wait_until(
+            lambda: f"sensors file {path} reloaded: 2 sensors" in caplog.messages, 10, "the watcher's reload"
         )
     finally:
         sensors.close()
         thread.join(timeout=5)
     assert not thread.is_alive(), "close() did not stop the watcher"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
 
 
 # --- serve --------------------------------------------------------------------------------------------------
@@ -449,7 +441,7 @@ def test_sighup_reloads_every_worker_without_restarting_it(
 
     os.kill(server.pid, signal.SIGHUP)
     everyone = {*workers, admin}
-    wait_for(lambda: everyone <= set(reloads(server, "reloaded: 3 sensors")), "every worker's reload")
+    wait_until(lambda: everyone <= set(reloads(server, "reloaded: 3 sensors")), 10, "every worker's reload")
     assert reloads(server, "reloaded: 3 sensors").get(server.pid) == 1, "the master's own reload"
     assert "Handling signal: hup" in server.log()
     assert sorted(server.worker_pids()) == workers and server.admin_pid() == admin, "processes restarted"
@@ -465,25 +457,28 @@ def test_a_broken_edit_keeps_every_process_on_the_last_good_file(
     everyone = {*workers, admin, server.pid}
     path.write_text("sensors:\n  ACCC8E0000A1:\n    site: Site 1\n    store: 12\n", encoding="utf-8")
     rule = f"kept the previous 2 sensors because {path}:4: unknown label 'store' for serial ACCC8E0000A1"
-    wait_for(lambda: everyone <= set(reloads(server, rule)), "every process's warning about the broken file")
+    wait_until(
+        lambda: everyone <= set(reloads(server, rule)), 10, "every process's warning about the broken file"
+    )
     time.sleep(2.5)  # more checks of the same broken version
     assert reloads(server, rule) == dict.fromkeys(everyone, 1), "a broken version must be reported once each"
 
     os.kill(server.pid, signal.SIGHUP)
-    wait_for(lambda: reloads(server, rule).get(server.pid) == 2, "the master's answer to SIGHUP")
+    wait_until(lambda: reloads(server, rule).get(server.pid) == 2, 10, "the master's answer to SIGHUP")
     time.sleep(2.5)
     assert reloads(server, rule) == {**dict.fromkeys(everyone, 1), server.pid: 2}, "workers reloaded again"
     assert sorted(server.worker_pids()) == workers, "a broken file made workers restart"
 
     # A worker that dies now boots with the last good mapping, and says the file is broken.
     os.kill(workers[0], signal.SIGKILL)
-    wait_for(lambda: len(set(server.worker_pids()) - set(workers)) == 1, "a new worker")
+    wait_until(lambda: len(set(server.worker_pids()) - set(workers)) == 1, 10, "a new worker")
     (new,) = set(server.worker_pids()) - set(workers)
-    wait_for(lambda: reloads(server, rule).get(new) == 1, "the new worker's warning")
+    wait_until(lambda: reloads(server, rule).get(new) == 1, 10, "the new worker's warning")
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
     path.write_text("sensors:\n  ACCC8E0000A1: {site: Site 1}\n", encoding="utf-8")
-    wait_for(
+    wait_until(
         lambda: {*everyone, new} - {workers[0]} <= set(reloads(server, "reloaded: 1 sensors")),
+        10,
         "every process's reload of the fixed file, without a SIGHUP",
     )

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import orjson
 import requests
 
-from exporter.localdb import LocalInflux, free_port
-from tests.conftest import ExporterFactory
+from exporter.localdb import LocalInflux
+from exporter.processes import free_port
+from tests.serveprocess import ExporterFactory
 from tests.support import payload
 
 

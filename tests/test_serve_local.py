@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,8 +12,9 @@ import pytest
 import requests
 
 from exporter.cli import LOCAL_BRIDGE_PORT, LOCAL_BUCKET, LOCAL_INFLUXD_PORT
-from exporter.localdb import free_port, port_is_free
-from tests.conftest import ExporterProcess
+from exporter.localdb import port_is_free
+from exporter.processes import free_port
+from tests.serveprocess import ExporterProcess, clean_env
 from tests.support import payload
 
 ROOT = Path(__file__).parent.parent
@@ -25,11 +25,7 @@ USING = re.compile(
 
 def local_env() -> dict[str, str]:
     """The environment of a first run: no InfluxDB configured, one worker."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AXIS_EXPORTER_", "INFLUXDB_V2_", "PROMETHEUS_"))
-    }
+    env = clean_env()
     env["AXIS_EXPORTER_WORKERS"] = "1"
     return env
 

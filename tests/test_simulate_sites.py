@@ -25,8 +25,8 @@ from exporter.simulator import (
     site_time_zones,
 )
 from exporter.simulator.command import simulate
-from tests.conftest import ExporterFactory
-from tests.test_simulate import push_server
+from tests.pushserver import push_server
+from tests.serveprocess import ExporterFactory
 
 PATTERN = re.compile(DEFAULT_SERIAL_PATTERN)
 

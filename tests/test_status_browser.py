@@ -4,7 +4,6 @@ session (tests.statuskit) and during an InfluxDB outage. Screenshots are saved t
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Iterator
 
 import orjson
@@ -13,6 +12,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from exporter.processes import wait_until
 from tests.browser import DESKTOP, PHONE, chromium, console_errors, screenshot
 from tests.statuskit import (
     FLEET_TOKEN,
@@ -134,15 +134,13 @@ def test_during_an_influxdb_outage_the_page_says_so_and_shows_the_rest(
             verify=str(commissioned.tls.ca_cert),
         )
         assert answer.status_code == 503, answer.text
-        deadline = time.monotonic() + 20
-        while True:
+
+        def reports_the_outage() -> bool:
             load(desktop, commissioned)
-            if desktop.find_elements(By.ID, "influxdb-down") and desktop.find_elements(
-                By.ID, "counts-message"
-            ):
-                break
-            assert time.monotonic() < deadline, "the page did not report the outage within 20 s"
-            time.sleep(1)
+            down = desktop.find_elements(By.ID, "influxdb-down")
+            return bool(down and desktop.find_elements(By.ID, "counts-message"))
+
+        wait_until(reports_the_outage, 20, "the page to report the outage", interval=1)
         banner = desktop.find_element(By.ID, "influxdb-down").text
         assert influx.url in banner and "not reachable" in banner
         message = desktop.find_element(By.ID, "counts-message").text
@@ -156,7 +154,9 @@ def test_during_an_influxdb_outage_the_page_says_so_and_shows_the_rest(
         assert console_errors(desktop) == []
     finally:
         influx.start_bridge()
-    deadline = time.monotonic() + 20
-    while commissioned.status()["receiver"]["influxdb_reachable"] is not True:
-        assert time.monotonic() < deadline, "the page did not see InfluxDB back within 20 s"
-        time.sleep(0.5)
+    wait_until(
+        lambda: commissioned.status()["receiver"]["influxdb_reachable"] is True,
+        20,
+        "the page to see InfluxDB back",
+        interval=0.5,
+    )

@@ -4,8 +4,6 @@ real serve with two workers over HTTPS, real InfluxDB, traffic from the simulato
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,18 +22,6 @@ from tests.statuskit import (
     TODAY_OUT,
     Commissioned,
 )
-
-
-def eventually(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    """``check()``'s first truthy result within ``seconds`` (the page caches InfluxDB answers briefly)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(0.25)
 
 
 def rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -25,8 +25,8 @@ from exporter.simulator import (
     TrafficProfile,
     run_simulation,
 )
-from tests.conftest import ExporterFactory
 from tests.faultkit import assert_influx_matches_delivered, describe, stored_points
+from tests.serveprocess import ExporterFactory
 
 UTC = dt.UTC
 # Open around the clock, so that the repeated night hour has people in it and a merge would show.
