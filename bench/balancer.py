@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from exporter.localdb import free_port
+from exporter.processes import free_port
 
 PROBE = "/balancer-probe"
 
@@ -62,7 +62,7 @@ class Balancer:
         """nginx.conf for this balancer."""
         temp = self.base_dir
         # As root, nginx's workers would switch to an unprivileged user that cannot write the temp paths
-        # in this private directory (the same as exporter/localdb.py's bridge).
+        # in this private directory (the same as exporter/influxd_bridge.py's bridge).
         user = "user root root;" if os.geteuid() == 0 else ""
         servers = "\n".join(
             f"    server 127.0.0.1:{port} max_fails=1 fail_timeout={self.fail_timeout}s;"

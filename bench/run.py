@@ -1,8 +1,8 @@
 """The benchmark: the receiver's data path next to the limits of what it stands on, in one run.
 
 ``python -m bench`` (a few minutes on 2 cores) or ``python -m bench --quick`` (seconds, a smoke run).
-Everything runs on loopback: a private InfluxDB (exporter.localdb), ``axis-exporter serve`` under gunicorn
-and a trivial Flask app under the same gunicorn settings. Ratios are what count: every figure is
+Everything runs on loopback: a private InfluxDB (exporter.influxd_bridge), ``axis-exporter serve`` under
+gunicorn and a trivial Flask app under the same gunicorn settings. Ratios are what count: every figure is
 measured next to its reference in the same run, alternating, best of ``--repeat`` rounds.
 """
 
@@ -36,7 +36,8 @@ import orjson
 from bench import scaling
 from bench.payloads import STEADY_START, backfill_body, steady_bodies
 from exporter.convert import convert_push
-from exporter.localdb import LocalInflux, free_port
+from exporter.influxd_bridge import LocalInflux
+from exporter.processes import free_port
 
 HERE = Path(__file__).parent
 CHUNK_LINES = 10_000

@@ -31,7 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.balancer import Balancer
 from bench.payloads import STEADY_START, push_body, steady_bodies
-from exporter.localdb import LocalInflux, free_port
+from exporter.influxd_bridge import LocalInflux
+from exporter.processes import free_port
 
 if TYPE_CHECKING:  # bench.run imports this module; these are only its types
     from bench.run import Report, Server, Settings

@@ -84,7 +84,7 @@ def _local_influx(config: Config, directory: Path) -> Iterator[Config]:
     if config.influx is not None:
         yield config
         return
-    from exporter.localdb import LocalInflux, LocalInfluxBusy, LocalInfluxError
+    from exporter.influxd_bridge import LocalInflux, LocalInfluxBusy, LocalInfluxError
 
     local = LocalInflux(directory / "influxdb", preferred_ports=(LOCAL_INFLUXD_PORT, LOCAL_BRIDGE_PORT))
     try:

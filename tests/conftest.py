@@ -13,21 +13,18 @@ from flask.testing import FlaskClient
 
 from exporter.app import create_app
 from exporter.config import Config
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.processes import free_port
-
-# Re-exported (X as X) until tests/test_scale.py imports them from tests.serveprocess.
-from tests.serveprocess import ExporterFactory as ExporterFactory
-from tests.serveprocess import ExporterProcess as ExporterProcess
-from tests.serveprocess import clean_env
+from tests.influxfaults import FaultableInflux
+from tests.serveprocess import ExporterFactory, ExporterProcess, clean_env
 from tests.statuskit import Commissioned, commission
 from tests.support import admin_app_for, make_config
 
 
 @pytest.fixture(scope="session")
-def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInflux]:
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultableInflux]:
     """A real influxd 1.x with the nginx v2-write bridge, for the whole test session."""
-    with LocalInflux(tmp_path_factory.mktemp("influxdb")) as local:
+    with FaultableInflux(tmp_path_factory.mktemp("influxdb")) as local:
         yield local
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 
 # Re-exported (X as X) until tests/test_scale.py imports it from exporter.processes.
 from exporter.processes import wait_until as wait_until

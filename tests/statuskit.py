@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo
 import requests
 
 from exporter.certs import IssuedFiles, issue_certificates
-from exporter.localdb import LocalInflux
 from exporter.processes import ChildProcess, ProcessFailed, free_port, wait_until
 from exporter.sensors import SensorPush, SensorRegistry
 from exporter.statedb import DATABASE_FILE
+from tests.influxfaults import FaultableInflux
 from tests.serveprocess import clean_env
 from tests.support import payload
 
@@ -64,7 +64,7 @@ SENSORS_FILE = "sensors:\n" + "".join(
 class Commissioned:
     """The receiver after the commissioning traffic, and what was sent to it."""
 
-    influx: LocalInflux
+    influx: FaultableInflux
     bucket: str
     process: ChildProcess
     url: str
@@ -125,7 +125,7 @@ def commission(base: Path) -> Iterator[Commissioned]:
     """Start the receiver (own InfluxDB under ``base``), drive the session's traffic, yield, stop."""
     import orjson
 
-    influx = LocalInflux(base / "influxdb").start()
+    influx = FaultableInflux(base / "influxdb").start()
     bucket = f"status_{uuid.uuid4().hex[:8]}"
     influx.create_database(bucket)
     tls = issue_certificates(base / "tls", ["127.0.0.1"])

@@ -11,7 +11,7 @@ from flask import Flask
 from exporter.admin import create_admin_app
 from exporter.config import Config, InfluxConfig, PushLimits
 from exporter.convert import Converter, ParsedPush, convert_push
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.payload import MAX_EPOCH_SECONDS, MeasurementError, parse_push, validate_measurement
 
 PAYLOADS = Path(__file__).parent / "payloads"

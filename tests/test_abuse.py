@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from exporter.certs import issue_certificates
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections
 from tests.serveprocess import ExporterFactory, ExporterProcess
 from tests.support import payload

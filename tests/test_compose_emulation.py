@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.processes import ChildProcess, ProcessFailed, free_port
 from tests.container import ContainerSpec, DirSpec, MountSpec, runtime_paths
 from tests.promserver import LocalPrometheus, sample_value

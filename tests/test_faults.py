@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.localdb import LocalInflux
 from exporter.processes import wait_until
 from exporter.simulator import HttpTransport, Summary, make_identities, run_simulation
 from tests.faultkit import (
@@ -30,6 +29,7 @@ from tests.faultkit import (
     fault_config,
     total_intervals,
 )
+from tests.influxfaults import FaultableInflux
 from tests.serveprocess import ExporterFactory, ExporterProcess
 
 pytestmark = DROPPED_CONNECTION_WARNINGS
@@ -46,7 +46,7 @@ def answers(url: str) -> bool:
 
 
 @pytest.fixture
-def restore_influx(influx: LocalInflux) -> Iterator[LocalInflux]:
+def restore_influx(influx: FaultableInflux) -> Iterator[FaultableInflux]:
     """The session's InfluxDB, made whole again after the test whatever the test did to it."""
     yield influx
     influx.resume_influxd()
@@ -66,7 +66,7 @@ def assert_saw(summary: Summary, *, statuses: frozenset[str] = frozenset(), erro
 
 
 def test_influxdb_stopped_and_unreachable_mid_run_every_interval_stored_once(
-    exporter_server: ExporterFactory, restore_influx: LocalInflux, bucket: str
+    exporter_server: ExporterFactory, restore_influx: FaultableInflux, bucket: str
 ) -> None:
     """influxd stopped for 3 s, later the way to it (the bridge) gone for 2 s: 503s, re-sends, exact sums."""
     influx = restore_influx
@@ -86,7 +86,7 @@ def test_influxdb_stopped_and_unreachable_mid_run_every_interval_stored_once(
 
 
 def test_influxdb_frozen_writes_time_out_and_land_late_without_double_counting(
-    exporter_server: ExporterFactory, restore_influx: LocalInflux, bucket: str
+    exporter_server: ExporterFactory, restore_influx: FaultableInflux, bucket: str
 ) -> None:
     """influxd frozen for 3 s with a 1 s write timeout: the receiver says 503 for writes InfluxDB then
     stores anyway when it wakes up; the device re-sends them, and each minute is still there once."""
@@ -112,7 +112,7 @@ def kill_workers(server: ExporterProcess, count: int | None = None) -> list[int]
 
 
 def test_workers_sigkilled_mid_run_every_interval_stored_once(
-    exporter_server: ExporterFactory, restore_influx: LocalInflux, bucket: str
+    exporter_server: ExporterFactory, restore_influx: FaultableInflux, bucket: str
 ) -> None:
     """One worker killed at random, then every worker killed while its writes hang in a frozen InfluxDB."""
     influx = restore_influx
@@ -142,7 +142,7 @@ def test_workers_sigkilled_mid_run_every_interval_stored_once(
 
 
 def test_exporter_restarted_and_crashed_mid_run_every_interval_stored_once(
-    exporter_server: ExporterFactory, restore_influx: LocalInflux, bucket: str
+    exporter_server: ExporterFactory, restore_influx: FaultableInflux, bucket: str
 ) -> None:
     """A graceful restart (SIGTERM, start again on the same port), then a crash (SIGKILL to master and
     workers) and a start: connection errors meanwhile, everything re-sent, exact totals."""
@@ -176,7 +176,7 @@ def test_exporter_restarted_and_crashed_mid_run_every_interval_stored_once(
 
 
 def test_two_receivers_on_one_bucket_take_the_same_resends(
-    exporter_server: ExporterFactory, restore_influx: LocalInflux, bucket: str
+    exporter_server: ExporterFactory, restore_influx: FaultableInflux, bucket: str
 ) -> None:
     """Two receivers on one bucket: one fleet alternates between them while one of them restarts, a second
     fleet with the same serials and data pushes everything again through the other: no double counts."""
@@ -210,7 +210,7 @@ def test_two_receivers_on_one_bucket_take_the_same_resends(
 
 @pytest.mark.slow
 def test_soak_repeated_faults_over_a_day_of_one_minute_pushes(
-    exporter_server: ExporterFactory, restore_influx: LocalInflux, bucket: str
+    exporter_server: ExporterFactory, restore_influx: FaultableInflux, bucket: str
 ) -> None:
     """Long variant: 8 sensors, 1-minute pushes over a day, InfluxDB stopped, frozen and a worker killed."""
     influx = restore_influx

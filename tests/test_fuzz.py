@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from exporter.app import create_app
 from exporter.config import DeviceToken
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from tests.serveprocess import ExporterFactory, ExporterProcess
 from tests.support import PAYLOADS, make_config, payload
 

@@ -27,7 +27,7 @@ import pytest
 from flask import Flask
 
 from exporter.app import create_app
-from exporter.localdb import LocalInflux, LocalInfluxError
+from exporter.influxd_bridge import LocalInflux, LocalInfluxError
 from tests.grafana_frames import Frame, View, transform
 from tests.support import make_config
 

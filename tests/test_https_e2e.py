@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.simulator import run_simulation
 from tests.faultkit import (
     DROPPED_CONNECTION_WARNINGS,

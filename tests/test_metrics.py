@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 from exporter.config import Config
-from exporter.localdb import LocalInflux
 from exporter.metrics import (
     BODY_BYTES_BUCKETS,
     DURATION_BUCKETS,
@@ -24,6 +23,7 @@ from exporter.processes import wait_until
 from exporter.sensors import SensorPush, SensorRegistry
 from exporter.server import reset_multiprocess_dir
 from exporter.statedb import DATABASE_FILE
+from tests.influxfaults import FaultableInflux
 from tests.support import admin_app_for, payload
 
 # The metric families promised in CONTRACTS.md, with their types.
@@ -200,13 +200,13 @@ def test_reset_removes_only_the_metric_files(tmp_path: Path) -> None:
     assert (tmp_path / "new").is_dir()
 
 
-def _pings(influx: LocalInflux, bucket: str) -> int:
+def _pings(influx: FaultableInflux, bucket: str) -> int:
     """How many /ping requests influxd has answered so far (its own httpd statistics)."""
     return sum(int(row["pingReq"]) for row in influx.query(bucket, "SHOW STATS FOR 'httpd'"))
 
 
 def test_readyz_is_a_short_cached_check(
-    client: FlaskClient, admin_client: FlaskClient, influx: LocalInflux, bucket: str, config: Config
+    client: FlaskClient, admin_client: FlaskClient, influx: FaultableInflux, bucket: str, config: Config
 ) -> None:
     before = _pings(influx, bucket)
     started = time.monotonic()
@@ -224,7 +224,7 @@ def test_readyz_is_a_short_cached_check(
 
 
 def test_readyz_and_influxdb_up_follow_an_outage_without_any_push(
-    influx: LocalInflux, config: Config
+    influx: FaultableInflux, config: Config
 ) -> None:
     metrics = _metrics()
     client = admin_app_for(create_app(config, metrics=metrics), config).test_client()
@@ -247,7 +247,7 @@ def test_readyz_and_influxdb_up_follow_an_outage_without_any_push(
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_sensor_cap_in_the_app(influx: LocalInflux, config: Config, limit: int) -> None:
+def test_sensor_cap_in_the_app(influx: FaultableInflux, config: Config, limit: int) -> None:
     metrics = _metrics(max_sensors=limit)
     app = create_app(config, metrics=metrics)
     client = app.test_client()

@@ -21,7 +21,7 @@ import pytest
 import requests
 from prometheus_client import multiprocess
 
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.processes import wait_until
 from grafana.build_dashboards import quiet_threshold, seconds_since_last_push
 from tests.faultkit import DROPPED_CONNECTION_WARNINGS, collect_dropped_connections

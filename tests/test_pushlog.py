@@ -15,10 +15,10 @@ import pytest
 
 from exporter.config import InfluxConfig
 from exporter.influxread import InfluxReader, InfluxReadError
-from exporter.localdb import LocalInflux
 from exporter.processes import wait_until
 from exporter.pushlog import MAX_MESSAGE_CHARS, PushLog, PushRecord
 from exporter.statedb import DATABASE_FILE
+from tests.influxfaults import FaultableInflux
 
 WRITERS = 4
 PUSHES_PER_WRITER = 300
@@ -125,14 +125,14 @@ def test_each_serials_latest_answer_is_kept_however_busy_the_log(tmp_path: Path)
 
 
 @pytest.fixture
-def own_influx(tmp_path: Path) -> Iterator[LocalInflux]:
+def own_influx(tmp_path: Path) -> Iterator[FaultableInflux]:
     """An InfluxDB of this test's own: the test stops parts of it."""
-    with LocalInflux(tmp_path / "influxdb") as local:
+    with FaultableInflux(tmp_path / "influxdb") as local:
         local.create_database("status")
         yield local
 
 
-def test_a_token_without_read_access_is_named_in_one_line(own_influx: LocalInflux) -> None:
+def test_a_token_without_read_access_is_named_in_one_line(own_influx: FaultableInflux) -> None:
     reader = InfluxReader(InfluxConfig(url=own_influx.url, org="-", token="write-only", bucket="status"))
     with pytest.raises(InfluxReadError) as raised:
         reader.query(['SELECT * FROM "people_count"'])
@@ -141,7 +141,7 @@ def test_a_token_without_read_access_is_named_in_one_line(own_influx: LocalInflu
     assert "\n" not in message and "<" not in message
 
 
-def test_influxdb_down_behind_its_proxy_is_one_line_without_html(own_influx: LocalInflux) -> None:
+def test_influxdb_down_behind_its_proxy_is_one_line_without_html(own_influx: FaultableInflux) -> None:
     reader = InfluxReader(InfluxConfig(url=own_influx.url, org="-", token=own_influx.token, bucket="status"))
     assert reader.query(['SELECT * FROM "people_count"']) == [[]]
     own_influx.stop_influxd()

@@ -14,13 +14,13 @@ from flask.testing import FlaskClient
 
 from exporter.app import create_app
 from exporter.config import Config, DeviceToken
-from exporter.localdb import LocalInflux
+from tests.influxfaults import FaultableInflux
 from tests.support import make_config, payload
 
 SERIAL_3D = "ACCC8EF3D92E"
 
 
-def counts(influx: LocalInflux, bucket: str) -> dict[tuple[int, str], dict[str, Any]]:
+def counts(influx: FaultableInflux, bucket: str) -> dict[tuple[int, str], dict[str, Any]]:
     """people_count rows keyed by (unix time, direction)."""
     rows = influx.query(bucket, 'SELECT * FROM people_count GROUP BY "direction"')
     return {(row["time"], row["direction"]): row for row in rows}
@@ -40,7 +40,7 @@ def deadletter_files(config: Config) -> list[dict[str, Any]]:
 
 
 def test_sample_push_is_stored_one_point_per_item(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     response = post(client, payload("sample-3d-object-data"))
     assert response.status_code == 200, response.json
@@ -56,7 +56,7 @@ def test_sample_push_is_stored_one_point_per_item(
 
 
 def test_array_data_and_root_path_store_the_same_points(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     assert post(client, payload("data-array"), path="/").status_code == 200
     rows = counts(influx, bucket)
@@ -70,7 +70,9 @@ def test_array_data_and_root_path_store_the_same_points(
     }
 
 
-def test_lowercase_timezone_key_and_2d_counter(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+def test_lowercase_timezone_key_and_2d_counter(
+    client: FlaskClient, influx: FaultableInflux, bucket: str
+) -> None:
     assert post(client, payload("timezone-lowercase-2d")).status_code == 200
     (push,) = influx.query(bucket, "SELECT * FROM sensor_push")
     assert push["timezone"] == "America/New_York"
@@ -81,7 +83,7 @@ def test_lowercase_timezone_key_and_2d_counter(client: FlaskClient, influx: Loca
 
 
 def test_null_and_empty_items_store_zero_for_both_directions(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     assert post(client, payload("null-and-empty-items")).status_code == 200
     rows = counts(influx, bucket)
@@ -93,7 +95,7 @@ def test_null_and_empty_items_store_zero_for_both_directions(
     }
 
 
-def test_item_order_does_not_matter(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+def test_item_order_does_not_matter(client: FlaskClient, influx: FaultableInflux, bucket: str) -> None:
     assert post(client, payload("reversed-items")).status_code == 200
     rows = counts(influx, bucket)
     assert rows[(1618305540, "in")]["count"] == 2
@@ -101,7 +103,7 @@ def test_item_order_does_not_matter(client: FlaskClient, influx: LocalInflux, bu
 
 
 def test_test_connection_is_acknowledged_and_recorded(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     response = post(client, payload("test-connection"))
     assert response.status_code == 200
@@ -115,7 +117,7 @@ def test_test_connection_is_acknowledged_and_recorded(
 
 
 def test_names_with_line_protocol_specials_come_back_intact(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     assert post(client, payload("escaping")).status_code == 200
     rows = influx.query(bucket, "SELECT * FROM people_count WHERE \"sensor\" = 'Entrée, Main=Door 2'")
@@ -127,7 +129,7 @@ def test_names_with_line_protocol_specials_come_back_intact(
 
 
 def test_partial_corruption_stores_the_rest_and_keeps_the_bad_part(
-    client: FlaskClient, config: Config, influx: LocalInflux, bucket: str
+    client: FlaskClient, config: Config, influx: FaultableInflux, bucket: str
 ) -> None:
     response = post(client, payload("partial-corruption"))
     assert response.status_code == 200, "a 4xx would make the device re-send the bad interval forever"
@@ -143,7 +145,7 @@ def test_partial_corruption_stores_the_rest_and_keeps_the_bad_part(
 
 
 def test_resend_overwrites_instead_of_double_counting(
-    client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     document = payload("sample-3d-object-data")
     for _ in range(3):
@@ -153,7 +155,7 @@ def test_resend_overwrites_instead_of_double_counting(
 
 
 def test_storage_outage_answers_503_then_stores_the_resend(
-    client: FlaskClient, admin_client: FlaskClient, influx: LocalInflux, bucket: str
+    client: FlaskClient, admin_client: FlaskClient, influx: FaultableInflux, bucket: str
 ) -> None:
     document = payload("sample-3d-object-data")
     influx.stop_bridge()
@@ -171,7 +173,7 @@ def test_storage_outage_answers_503_then_stores_the_resend(
     assert admin_client.get("/readyz").status_code == 200
 
 
-def test_influxdb_rejecting_our_token_is_503(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+def test_influxdb_rejecting_our_token_is_503(influx: FaultableInflux, bucket: str, tmp_path: Path) -> None:
     config = make_config(influx, bucket, tmp_path)
     assert config.influx is not None
     wrong = dataclasses.replace(config, influx=dataclasses.replace(config.influx, token="nope"))
@@ -181,7 +183,9 @@ def test_influxdb_rejecting_our_token_is_503(influx: LocalInflux, bucket: str, t
     assert "401" in response.json["message"]
 
 
-def test_device_token_is_required_when_configured(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+def test_device_token_is_required_when_configured(
+    influx: FaultableInflux, bucket: str, tmp_path: Path
+) -> None:
     config = make_config(influx, bucket, tmp_path, device_tokens=(DeviceToken("s3cret"),))
     client = create_app(config).test_client()
     document = payload("sample-3d-object-data")
@@ -194,7 +198,7 @@ def test_device_token_is_required_when_configured(influx: LocalInflux, bucket: s
 
 
 def test_token_bound_to_serials_cannot_push_for_another_device(
-    influx: LocalInflux, bucket: str, tmp_path: Path
+    influx: FaultableInflux, bucket: str, tmp_path: Path
 ) -> None:
     config = make_config(
         influx, bucket, tmp_path, device_tokens=(DeviceToken("cam1", frozenset({"B8A44F000001"})),)
@@ -207,7 +211,7 @@ def test_token_bound_to_serials_cannot_push_for_another_device(
     assert post(client, payload("timezone-lowercase-2d"), headers=auth).status_code == 200
 
 
-def test_body_over_the_limit_is_413(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+def test_body_over_the_limit_is_413(influx: FaultableInflux, bucket: str, tmp_path: Path) -> None:
     client = create_app(make_config(influx, bucket, tmp_path, max_body_bytes=1000)).test_client()
     document = payload("sample-3d-object-data")
     response = post(client, document)
@@ -238,13 +242,13 @@ def test_wrong_content_type_and_method(client: FlaskClient) -> None:
     assert response.is_json
 
 
-def test_other_protocol_version_is_stored(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+def test_other_protocol_version_is_stored(client: FlaskClient, influx: FaultableInflux, bucket: str) -> None:
     assert post(client, payload("other-api-version")).status_code == 200
     assert len(counts(influx, bucket)) == 2
 
 
 def test_points_beyond_retention_are_kept_and_the_push_acknowledged(
-    influx: LocalInflux, tmp_path: Path
+    influx: FaultableInflux, tmp_path: Path
 ) -> None:
     influx.create_database("short_retention", retention="1h")
     config = make_config(influx, "short_retention", tmp_path, write_chunk_lines=4)
@@ -281,7 +285,7 @@ def test_health_readiness_and_metrics(client: FlaskClient, admin_client: FlaskCl
     assert "axis_exporter_influxdb_up 1.0" in text
 
 
-def test_influxdb_failing_with_5xx_is_503(client: FlaskClient, influx: LocalInflux, bucket: str) -> None:
+def test_influxdb_failing_with_5xx_is_503(client: FlaskClient, influx: FaultableInflux, bucket: str) -> None:
     influx.stop_influxd()  # the bridge stays up and answers 502 Bad Gateway
     try:
         response = post(client, payload("sample-3d-object-data"))
@@ -293,7 +297,7 @@ def test_influxdb_failing_with_5xx_is_503(client: FlaskClient, influx: LocalInfl
     assert len(counts(influx, bucket)) == 6
 
 
-def test_influxdb_timing_out_is_503(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+def test_influxdb_timing_out_is_503(influx: FaultableInflux, bucket: str, tmp_path: Path) -> None:
     config = make_config(influx, bucket, tmp_path)
     assert config.influx is not None
     quick = dataclasses.replace(config, influx=dataclasses.replace(config.influx, timeout_ms=500))
@@ -307,7 +311,7 @@ def test_influxdb_timing_out_is_503(influx: LocalInflux, bucket: str, tmp_path: 
         influx.resume_influxd()
 
 
-def test_large_push_is_written_in_chunks(influx: LocalInflux, bucket: str, tmp_path: Path) -> None:
+def test_large_push_is_written_in_chunks(influx: FaultableInflux, bucket: str, tmp_path: Path) -> None:
     client = create_app(make_config(influx, bucket, tmp_path, write_chunk_lines=7)).test_client()
     document = copy.deepcopy(payload("sample-3d-object-data"))
     template = document["data"]["measurements"][0]
@@ -330,7 +334,7 @@ def test_deeply_nested_body_over_http_is_400(client: FlaskClient) -> None:
 
 
 def test_full_deadletter_store_answers_503_so_the_device_keeps_the_data(
-    influx: LocalInflux, bucket: str, tmp_path: Path
+    influx: FaultableInflux, bucket: str, tmp_path: Path
 ) -> None:
     config = make_config(influx, bucket, tmp_path, deadletter_max_bytes=300)
     client = create_app(config).test_client()
@@ -340,13 +344,13 @@ def test_full_deadletter_store_answers_503_so_the_device_keeps_the_data(
     assert deadletter_files(config) == []
 
 
-def test_a_scrape_alone_keeps_influxdb_up_current(admin_client: FlaskClient, influx: LocalInflux) -> None:
+def test_a_scrape_alone_keeps_influxdb_up_current(admin_client: FlaskClient, influx: FaultableInflux) -> None:
     text = admin_client.get("/metrics").get_data(as_text=True)
     assert "axis_exporter_influxdb_up 1.0" in text, "influxdb_up must not wait for a push or a probe"
 
 
 def test_a_worker_holds_bodies_only_up_to_its_budget(
-    influx: LocalInflux, bucket: str, tmp_path: Path
+    influx: FaultableInflux, bucket: str, tmp_path: Path
 ) -> None:
     config = make_config(influx, bucket, tmp_path, max_inflight_body_bytes=1_000)
     client = create_app(config).test_client()

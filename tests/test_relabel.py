@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from exporter.app import create_app
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from tests.support import make_config, payload
 
 SERIAL = "ACCC8E0000C1"

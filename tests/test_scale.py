@@ -29,9 +29,8 @@ import pytest
 
 from bench.balancer import Balancer
 from bench.scaling import large_bodies
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.simulator import SimulationConfig, Summary, make_identities, run_simulation
-from tests.conftest import ExporterFactory, ExporterProcess
 from tests.faultkit import (
     DROPPED_CONNECTION_WARNINGS,
     FAULT_START,
@@ -44,6 +43,7 @@ from tests.faultkit import (
     wait_until,
 )
 from tests.kube import ingress_settings
+from tests.serveprocess import ExporterFactory, ExporterProcess
 
 pytestmark = DROPPED_CONNECTION_WARNINGS
 _collect = pytest.fixture(autouse=True)(collect_dropped_connections)

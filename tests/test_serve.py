@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import orjson
 import requests
 
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.processes import free_port
 from tests.serveprocess import ExporterFactory
 from tests.support import payload

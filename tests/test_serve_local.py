@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from exporter.cli import LOCAL_BRIDGE_PORT, LOCAL_BUCKET, LOCAL_INFLUXD_PORT
-from exporter.localdb import port_is_free
+from exporter.influxd_bridge import port_is_free
 from exporter.processes import free_port
 from tests.serveprocess import ExporterProcess, clean_env
 from tests.support import payload

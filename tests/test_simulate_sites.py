@@ -13,7 +13,7 @@ import orjson
 from click.testing import CliRunner
 
 from exporter.config import DEFAULT_SERIAL_PATTERN
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.sensorsfile import load_sensors_file
 from exporter.simulator import (
     SITE_TIME_ZONES,

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 from exporter.simulator import (
     HttpTransport,
     PushResult,

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import urllib.error
@@ -30,12 +29,9 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from exporter.processes import ChildProcess, ProcessExited, ProcessNotReady, log_tail
-
-# Re-exported until bench/ and tests/test_scale.py import it from exporter.processes.
-from exporter.processes import free_port as free_port
+from exporter.processes import ChildProcess, ProcessExited, ProcessNotReady, free_port, log_tail
 
 INSTALL_HINT = "install Debian's packages: apt-get install influxdb nginx-light (or run ./scripts/setup)"
 LOCK_FILE = "lock"
@@ -181,11 +177,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop(process: ChildProcess | None) -> None:
-    if process is not None:
-        process.stop()
-
-
 class LocalInflux:
     """influxd + nginx bridge on loopback ports, with data under ``base_dir``.
 
@@ -238,7 +229,7 @@ class LocalInflux:
         """The nginx master this object started, while it runs."""
         return self._nginx.pid if self._nginx is not None and self._nginx.poll() is None else None
 
-    def start(self) -> LocalInflux:
+    def start(self) -> Self:
         """Lock the directory, start influxd and the bridge, and wait until both answer as ours."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -252,14 +243,15 @@ class LocalInflux:
 
     def close(self) -> None:
         """Stop both processes (data stays on disk) and release the directory."""
-        _stop(self._nginx)
-        _stop(self._influxd)
+        for process in (self._nginx, self._influxd):
+            if process is not None:
+                process.stop()
         if self._lock_fd is not None:
             # Closed, not unlocked: LOCK_UN would also release the copies our children hold.
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> LocalInflux:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -336,10 +328,6 @@ class LocalInflux:
             return self._move(which, port, port_holder(port) or "another process")
         return port
 
-    def start_influxd(self) -> None:
-        """Start (or restart) influxd on its port."""
-        self._start_influxd(initial=False)
-
     def _start_influxd(self, *, initial: bool) -> None:
         influxd = _find("influxd")
         self.influxd_port = self._free_or_moved("influxd", self.influxd_port, initial)
@@ -381,24 +369,6 @@ bind-address = "127.0.0.1:{rpc_port}"
         self._influxd = self._launch("influxd", [influxd, "-config", str(config)], log_path)
         self._record()
         self._wait_ours("influxd", self._influxd, self.influxd_port, f"{self.influxd_url}/ping", log_path)
-
-    def stop_influxd(self) -> None:
-        """Stop influxd: writes then fail as with a storage outage."""
-        _stop(self._influxd)
-
-    def pause_influxd(self) -> None:
-        """Freeze influxd (SIGSTOP): requests hang, as with an overloaded server, until resumed."""
-        if self._influxd is not None:
-            self._influxd.send_signal(signal.SIGSTOP)
-
-    def resume_influxd(self) -> None:
-        """Let a paused influxd go on (SIGCONT)."""
-        if self._influxd is not None:
-            self._influxd.send_signal(signal.SIGCONT)
-
-    def start_bridge(self) -> None:
-        """Start (or restart) the nginx bridge on its port."""
-        self._start_bridge(initial=False)
 
     def _start_bridge(self, *, initial: bool) -> None:
         nginx = _find("nginx")
@@ -480,10 +450,6 @@ http {{
         self._wait_ours(
             "nginx", self._nginx, self.bridge_port, f"{self.url}{BRIDGE_PROBE}", temp / "error.log"
         )
-
-    def stop_bridge(self) -> None:
-        """Stop the bridge: the receiver then sees InfluxDB as unreachable."""
-        _stop(self._nginx)
 
     def _answers_as_ours(self, name: str, url: str) -> bool:
         """Whether ``url`` answers with the marks of our influxd or bridge."""

@@ -11,12 +11,12 @@ import orjson
 from bench.payloads import START, backfill_body, push_body
 from exporter.app import create_app
 from exporter.convert import SPLIT_MIN_BYTES
-from exporter.localdb import LocalInflux
+from tests.influxfaults import FaultableInflux
 from tests.support import make_config
 
 
 def test_large_push_is_sliced_written_in_chunks_and_complete(
-    influx: LocalInflux, bucket: str, tmp_path: Path
+    influx: FaultableInflux, bucket: str, tmp_path: Path
 ) -> None:
     body = backfill_body(days=5)
     assert len(body) > SPLIT_MIN_BYTES, "the push must take the sliced path"
@@ -37,7 +37,7 @@ def _items(body: bytes) -> list[dict[str, Any]]:
 
 
 def test_concurrent_small_pushes_each_get_their_own_confirmation(
-    influx: LocalInflux, bucket: str, tmp_path: Path
+    influx: FaultableInflux, bucket: str, tmp_path: Path
 ) -> None:
     app = create_app(make_config(influx, bucket, tmp_path))
     bodies = [push_body(sensor, START, 1 + sensor % 15) for sensor in range(64)]
@@ -62,7 +62,7 @@ def test_concurrent_small_pushes_each_get_their_own_confirmation(
 
 
 def test_large_push_during_an_outage_is_503_and_leaves_no_helper_thread(
-    influx: LocalInflux, bucket: str, tmp_path: Path
+    influx: FaultableInflux, bucket: str, tmp_path: Path
 ) -> None:
     client = create_app(make_config(influx, bucket, tmp_path, write_chunk_lines=500)).test_client()
     influx.stop_bridge()

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from exporter.app import create_app
-from exporter.localdb import (
+from exporter.influxd_bridge import (
     BRIDGE_PROBE,
     INSTANCE_HEADER,
     LocalInflux,
@@ -25,6 +25,7 @@ from exporter.localdb import (
     port_is_free,
 )
 from exporter.processes import free_port, wait_until
+from tests.influxfaults import FaultableInflux
 from tests.support import make_config, payload
 
 
@@ -199,7 +200,7 @@ def test_a_wrong_token_is_refused_on_writes(tmp_path: Path, started: list[LocalI
 LEAVE_BEHIND = """
 import os, sys
 from pathlib import Path
-from exporter.localdb import LocalInflux
+from exporter.influxd_bridge import LocalInflux
 local = LocalInflux(Path(sys.argv[1])).start()
 print(local.influxd_pid, local.bridge_pid, flush=True)
 os.kill(os.getpid(), 9)
@@ -237,7 +238,7 @@ def test_processes_a_killed_owner_left_behind_keep_the_directory_locked(tmp_path
 def test_a_502_from_the_real_bridge_is_one_line_without_html(
     tmp_path: Path, started: list[LocalInflux], caplog: pytest.LogCaptureFixture
 ) -> None:
-    local = LocalInflux(tmp_path / "db")
+    local = FaultableInflux(tmp_path / "db")
     started.append(local.start())
     local.create_database("db")
     client = create_app(make_config(local, "db", tmp_path)).test_client()
