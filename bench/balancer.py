@@ -14,17 +14,13 @@ sending to a pod that is no longer ready.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from exporter.processes import free_port
+from exporter.processes import ChildProcess, ProcessFailed, free_port
 
 PROBE = "/balancer-probe"
 
@@ -51,7 +47,7 @@ class Balancer:
         self.send_timeout = send_timeout
         self.request_buffering = request_buffering
         self.fail_timeout = fail_timeout
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -115,35 +111,24 @@ http {{
             (self.base_dir / name).mkdir(parents=True, exist_ok=True)
         config = self.base_dir / "nginx.conf"
         config.write_text(self.config_text(), encoding="utf-8")
-        with (self.base_dir / "startup.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [nginx, "-p", str(self.base_dir), "-e", str(self.base_dir / "error.log"), "-c", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}: {self.log()[-2000:]}")
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(f"{self.url}{PROBE}", timeout=1) as response,
-            ):
-                if response.status == 204:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"nginx did not answer on {self.url} within {timeout} s: {self.log()[-2000:]}")
+        command = [nginx, "-p", str(self.base_dir), "-e", str(self.base_dir / "error.log"), "-c", str(config)]
+        self.process = ChildProcess(command, self.base_dir / "startup.log", name="nginx (balancer)")
+
+        def answers() -> bool:
+            with urllib.request.urlopen(f"{self.url}{PROBE}", timeout=1) as response:
+                return bool(response.status == 204)
+
+        try:
+            self.process.wait_ready(answers, timeout)
+        except ProcessFailed as exc:
+            raise RuntimeError(f"{exc.reason}: {self.log()[-2000:]}") from None
+        return self
 
     def pids(self) -> list[int]:
         """The master and its worker (for CPU accounting)."""
         if self.process is None or self.process.poll() is not None:
             return []
-        pid = self.process.pid
-        try:
-            children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        except OSError:
-            children = []
-        return [pid, *children]
+        return [self.process.pid, *self.process.children()]
 
     def log(self) -> str:
         """nginx's error log and start-up output."""
@@ -156,14 +141,8 @@ http {{
 
     def stop(self) -> None:
         """Stop nginx (SIGTERM, its fast shutdown), then wait."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if self.process is not None:
+            self.process.stop()
 
     def __enter__(self) -> Balancer:
         return self.start()

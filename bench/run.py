@@ -37,7 +37,7 @@ from bench import scaling
 from bench.payloads import STEADY_START, backfill_body, steady_bodies
 from exporter.convert import convert_push
 from exporter.influxd_bridge import LocalInflux
-from exporter.processes import free_port
+from exporter.processes import ChildProcess, ProcessFailed, children, free_port
 
 HERE = Path(__file__).parent
 CHUNK_LINES = 10_000
@@ -175,43 +175,26 @@ class Server:
         self.port = free_port()
         self.workers = workers
         self.log_path = log_path
-        with log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, *args, "--bind", f"127.0.0.1:{self.port}"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{args} exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                status, _ = request("127.0.0.1", self.port, "GET", "/healthz", b"", {})
-                if status == 200 and len(self.worker_pids()) >= self.workers:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{args} did not answer; see {log_path}")
+        self.process = ChildProcess(
+            [sys.executable, *args, "--bind", f"127.0.0.1:{self.port}"], log_path, name=log_path.stem, env=env
+        )
+
+        def ready() -> bool:
+            status, _ = request("127.0.0.1", self.port, "GET", "/healthz", b"", {})
+            return status == 200 and len(self.worker_pids()) >= self.workers
+
+        try:
+            self.process.wait_ready(ready, timeout=60, interval=0.1)
+        except ProcessFailed as exc:
+            raise RuntimeError(f"{args}: {exc}") from None
 
     def worker_pids(self) -> list[int]:
         """The gunicorn workers (children of the master)."""
-        pid = self.process.pid
-        try:
-            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        except OSError:
-            return []
+        return self.process.children()
 
     def stop(self) -> None:
         """SIGTERM, then wait."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.process.stop(timeout=30)
 
 
 def request(
@@ -380,13 +363,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def storage_pids(influx: LocalInflux) -> dict[str, list[int]]:
     """influxd and the nginx bridge (master and workers) of ``influx``, found by their command lines."""
     found: dict[str, list[int]] = {"influxd": [], "nginx": []}
@@ -404,7 +380,7 @@ def storage_pids(influx: LocalInflux) -> dict[str, list[int]]:
         if name == "influxd":
             found["influxd"].append(pid)
         elif name == "nginx":
-            found["nginx"] += [pid, *_children(pid)]
+            found["nginx"] += [pid, *children(pid)]
     return found
 
 

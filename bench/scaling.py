@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.balancer import Balancer
 from bench.payloads import STEADY_START, push_body, steady_bodies
 from exporter.influxd_bridge import LocalInflux
-from exporter.processes import free_port
+from exporter.processes import children, free_port, wait_until
 
 if TYPE_CHECKING:  # bench.run imports this module; these are only its types
     from bench.run import Report, Server, Settings
@@ -84,11 +84,7 @@ def interval_bodies(sensors: int, minutes: int, *, seed: int = 3) -> list[bytes]
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its children (a gunicorn master: its workers and the admin process)."""
-    try:
-        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        children = []
-    return [pid, *children]
+    return [pid, *children(pid)]
 
 
 def pss_kb(pids: list[int]) -> int:
@@ -483,12 +479,20 @@ def measure_pod(
         started = time.perf_counter()
         thread = threading.Thread(target=post, args=(receiver.port, big[0], answers, started))
         thread.start()
-        deadline = time.monotonic() + 120
-        while large_bodies(receiver.admin_url) == 0:
-            if time.monotonic() > deadline or answers:
-                receiver.server.stop()
-                raise RuntimeError(f"(g) the receiver never showed the push as read (answers {answers})")
-            time.sleep(0.01)
+
+        def read_or_answered(
+            receiver: Receiver = receiver, answers: list[tuple[int, float]] = answers
+        ) -> bool:
+            return bool(answers) or large_bodies(receiver.admin_url) > 0
+
+        try:
+            wait_until(read_or_answered, 120, "the receiver to read the push", 0.01)
+        except TimeoutError:
+            receiver.server.stop()
+            raise
+        if answers:
+            receiver.server.stop()
+            raise RuntimeError(f"(g) the receiver never showed the push as read (answers {answers})")
         signalled = time.perf_counter()
         os.kill(receiver.pid, signal.SIGTERM)
         exit_code = receiver.server.process.wait(timeout=120)

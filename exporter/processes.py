@@ -21,6 +21,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (a gunicorn master's workers, nginx's worker); none once it ended."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def wait_until(
     check: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.05
 ) -> T:
@@ -97,6 +105,10 @@ class ChildProcess(subprocess.Popen[bytes]):
     def log(self) -> str:
         """Everything the process wrote so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def children(self) -> list[int]:
+        """The pids of its children while it runs."""
+        return children(self.pid) if self.poll() is None else []
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
         """Until ``ready()`` holds (an OSError from it, such as a refused connection, counts as not yet).

@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 
 from exporter.influxd_bridge import LocalInflux
-
-# Re-exported (X as X) until tests/test_scale.py imports it from exporter.processes.
-from exporter.processes import wait_until as wait_until
 from exporter.simulator import (
     Progress,
     PushResult,

@@ -14,7 +14,7 @@ from typing import Any
 import requests
 import urllib3
 
-from exporter.processes import ChildProcess, ProcessFailed
+from exporter.processes import ChildProcess, ProcessFailed, children
 
 # The receiver's own settings: a test sets the ones it wants, none leak in from the caller's shell.
 RECEIVER_SETTINGS = ("AXIS_EXPORTER_", "INFLUXDB_V2_", "PROMETHEUS_")
@@ -92,11 +92,7 @@ class ExporterProcess:
 
     def children(self) -> list[int]:
         """Pids of the master's children: the gunicorn workers and the admin process."""
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
+        return children(self.pid)
 
     def admin_pid(self) -> int | None:
         """Pid of the admin process the master started last, if it still runs."""

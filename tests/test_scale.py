@@ -30,6 +30,7 @@ import pytest
 from bench.balancer import Balancer
 from bench.scaling import large_bodies
 from exporter.influxd_bridge import LocalInflux
+from exporter.processes import wait_until
 from exporter.simulator import SimulationConfig, Summary, make_identities, run_simulation
 from tests.faultkit import (
     DROPPED_CONNECTION_WARNINGS,
@@ -40,7 +41,6 @@ from tests.faultkit import (
     describe,
     fault_config,
     total_intervals,
-    wait_until,
 )
 from tests.kube import ingress_settings
 from tests.serveprocess import ExporterFactory, ExporterProcess
@@ -96,17 +96,17 @@ def kill(server: ExporterProcess) -> None:
 
 def drain_the_backfill(receivers: list[ExporterProcess], drain: Drain, timeout: float = 90.0) -> None:
     """Wait until a receiver has read the backfill's body, then SIGTERM it and time its exit."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        holders = [index for index, server in enumerate(receivers) if large_bodies(server.admin_url) > 0]
-        if holders:
-            break
-        time.sleep(0.02)
-    else:
-        drain.errors.append(f"no receiver read the backfill's body within {timeout} s")
+
+    def holders() -> list[int]:
+        return [index for index, server in enumerate(receivers) if large_bodies(server.admin_url) > 0]
+
+    try:
+        reading = wait_until(holders, timeout, "a receiver to read the backfill's body", 0.02)
+    except TimeoutError as exc:
+        drain.errors.append(str(exc))
         return
-    drain.receiver = holders[0]
-    server = receivers[holders[0]]
+    drain.receiver = reading[0]
+    server = receivers[reading[0]]
     process = server.process
     assert process is not None
     stopped = time.monotonic()
@@ -114,7 +114,7 @@ def drain_the_backfill(receivers: list[ExporterProcess], drain: Drain, timeout: 
     try:
         drain.exit_code = process.wait(timeout=45)
     except Exception as exc:  # reported by the test, not lost in a thread
-        drain.errors.append(f"receiver {holders[0]} did not exit within 45 s of SIGTERM: {exc!r}")
+        drain.errors.append(f"receiver {reading[0]} did not exit within 45 s of SIGTERM: {exc!r}")
         return
     drain.seconds_to_exit = time.monotonic() - stopped
     server.start()
