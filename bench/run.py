@@ -1,6 +1,6 @@
 """The benchmark: the receiver's data path next to the limits of what it stands on, in one run.
 
-``python -m bench`` (a few minutes on 2 cores) or ``python -m bench --quick`` (seconds, a smoke run).
+``python -m bench`` (about 12 minutes on 2 cores) or ``python -m bench --quick`` (seconds, a smoke run).
 Everything runs on loopback: a private InfluxDB (exporter.influxd_bridge), ``axis-exporter serve`` under
 gunicorn and a trivial Flask app under the same gunicorn settings. Ratios are what count: every figure is
 measured next to its reference in the same run, alternating, best of ``--repeat`` rounds.
