@@ -420,7 +420,7 @@ def test_sizes_agree_body_through_the_ingress_and_dead_letters_on_their_volume()
 
 
 # Measured by `python -m bench` (parts (d) and (g)): the pod's processes at rest, and how much a worker
-# grows while it converts bodies, per byte of body (README "Performance" and "Kubernetes").
+# grows while it converts bodies, per byte of body (README "Performance", deploy/kubernetes/README.md).
 POD_AT_REST_BYTES = 184 * 10**6
 WORKER_GROWTH_PER_BODY_BYTE = 1.3
 
