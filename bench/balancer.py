@@ -14,12 +14,12 @@ sending to a pod that is no longer ready.
 
 from __future__ import annotations
 
-import os
 import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from exporter.influxd_bridge import nginx_command
 from exporter.processes import ChildProcess, ProcessFailed, free_port
 
 PROBE = "/balancer-probe"
@@ -54,31 +54,14 @@ class Balancer:
         """Base URL the cameras push to."""
         return f"http://127.0.0.1:{self.port}"
 
-    def config_text(self) -> str:
-        """nginx.conf for this balancer."""
-        temp = self.base_dir
-        # As root, nginx's workers would switch to an unprivileged user that cannot write the temp paths
-        # in this private directory (the same as exporter/influxd_bridge.py's bridge).
-        user = "user root root;" if os.geteuid() == 0 else ""
+    def http_config(self) -> str:
+        """The http block of its nginx.conf (exporter.influxd_bridge.nginx_command writes the rest)."""
         servers = "\n".join(
             f"    server 127.0.0.1:{port} max_fails=1 fail_timeout={self.fail_timeout}s;"
             for port in self.upstreams
         )
         buffering = "on" if self.request_buffering else "off"
-        return f"""{user}
-daemon off;
-worker_processes 1;
-pid {temp}/nginx.pid;
-error_log {temp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {temp}/client_body;
-  proxy_temp_path {temp}/proxy;
-  fastcgi_temp_path {temp}/fastcgi;
-  uwsgi_temp_path {temp}/uwsgi;
-  scgi_temp_path {temp}/scgi;
-  upstream receivers {{
+        return f"""  upstream receivers {{
 {servers}
     keepalive 64;
   }}
@@ -99,7 +82,6 @@ http {{
       proxy_pass http://receivers;
     }}
   }}
-}}
 """
 
     def start(self, timeout: float = 30.0) -> Balancer:
@@ -107,11 +89,7 @@ http {{
         nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin")
         if nginx is None:
             raise RuntimeError("nginx not found: apt-get install nginx-light (or run ./scripts/setup)")
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.base_dir / name).mkdir(parents=True, exist_ok=True)
-        config = self.base_dir / "nginx.conf"
-        config.write_text(self.config_text(), encoding="utf-8")
-        command = [nginx, "-p", str(self.base_dir), "-e", str(self.base_dir / "error.log"), "-c", str(config)]
+        command = nginx_command(nginx, self.base_dir, self.http_config(), worker_connections=4096)
         self.process = ChildProcess(command, self.base_dir / "startup.log", name="nginx (balancer)")
 
         def answers() -> bool:

@@ -177,6 +177,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def nginx_command(nginx: str, directory: Path, http: str, worker_connections: int = 1024) -> list[str]:
+    """The command that runs nginx in the foreground with ``http`` inside its http block and everything
+    else (pid, logs, temp files, nginx.conf) in ``directory``, which gets its temp folders."""
+    for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / name).mkdir(parents=True, exist_ok=True)
+    # Started as root, nginx's workers would switch to an unprivileged user that cannot write the
+    # temp paths in this private directory; keep them as the invoking user instead.
+    user = "user root root;" if os.geteuid() == 0 else ""
+    config = directory / "nginx.conf"
+    config.write_text(
+        f"""{user}
+daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+  access_log off;
+  client_body_temp_path {directory}/client_body;
+  proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fastcgi;
+  uwsgi_temp_path {directory}/uwsgi;
+  scgi_temp_path {directory}/scgi;
+{http}}}
+""",
+        encoding="utf-8",
+    )
+    return [nginx, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(config)]
+
+
 class LocalInflux:
     """influxd + nginx bridge on loopback ports, with data under ``base_dir``.
 
@@ -383,29 +413,9 @@ bind-address = "127.0.0.1:{rpc_port}"
                 self.bridge_port = self._move("bridge", self.bridge_port, exc.holder)
 
     def _launch_bridge(self, nginx: str) -> None:
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.base_dir / "nginx" / name).mkdir(parents=True, exist_ok=True)
         temp = self.base_dir / "nginx"
-        # Started as root, nginx's workers would switch to an unprivileged user that cannot write the
-        # temp paths in this private directory; keep them as the invoking user instead.
-        user = "user root root;" if os.geteuid() == 0 else ""
         unauthorized = '\'{"code":"unauthorized","message":"unauthorized access"}\''
-        config = temp / "nginx.conf"
-        config.write_text(
-            f"""{user}
-daemon off;
-worker_processes 1;
-pid {temp}/nginx.pid;
-error_log {temp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {temp}/client_body;
-  proxy_temp_path {temp}/proxy;
-  fastcgi_temp_path {temp}/fastcgi;
-  uwsgi_temp_path {temp}/uwsgi;
-  scgi_temp_path {temp}/scgi;
-  client_max_body_size 0;
+        http = f"""  client_max_body_size 0;
   client_body_buffer_size 64m;
   proxy_read_timeout 300s;
   map $arg_precision $v1_precision {{ default n; ns n; us u; ms ms; s s; }}
@@ -441,10 +451,8 @@ http {{
       proxy_pass http://influxd;
     }}
   }}
-}}
 """
-        )
-        command = [nginx, "-p", str(temp), "-e", str(temp / "error.log"), "-c", str(config)]
+        command = nginx_command(nginx, temp, http)
         self._nginx = self._launch("nginx", command, temp / "startup.log")
         self._record()
         self._wait_ours(
