@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from exporter.ahead import Ahead
 from exporter.config import Config, ConfigError, DeviceToken, load_config
-from exporter.convert import Conversion, Converter, parse_body
+from exporter.convert import Conversion, Converter, ParsedPush, parse_body
 from exporter.deadletter import DeadLetterEntry, DeadLetterFull, DeadLetterStore, Quotas
 from exporter.logsafe import loggable
 from exporter.metrics import Metrics
@@ -240,18 +240,32 @@ class PushReceiver:
                 f"Content-Type {request.mimetype!r} is not accepted: send the push as application/json",
             )
         body = bytearray()
+        held = 0
         try:
-            self._read_body(body)
-            received_at = int(time.time())
-            limits = self.config.limits
             try:
-                parsed = parse_body(body, limits)
-            except PayloadError as exc:
-                self._keep_bad_body(body, str(exc))
-                raise PushError(400, "bad_request", str(exc)) from None
+                self._read_body(body)
+            finally:
+                held = len(body)
+            received_at = int(time.time())
+            parsed = self._parse(body)
+            # A body parsed whole is not needed any more; a sliced one lives on in its parser until
+            # converted, which is why the budget is held until the push is answered.
+            del body
+            return self._convert_and_store(parsed, token, trace, received_at)
         finally:
-            self.body_budget.give_back(len(body))
-        del body  # a 90-day push is tens of MB; only its line protocol is needed from here on
+            self.body_budget.give_back(held)
+
+    def _parse(self, body: bytearray) -> ParsedPush:
+        """The push in ``body``; 400 (and a sample of the body kept) when it is not one."""
+        try:
+            return parse_body(body, self.config.limits)
+        except PayloadError as exc:
+            self._keep_bad_body(body, str(exc))
+            raise PushError(400, "bad_request", str(exc)) from None
+
+    def _convert_and_store(
+        self, parsed: ParsedPush, token: DeviceToken | None, trace: PushTrace, received_at: int
+    ) -> tuple[int, dict[str, Any]]:
         push = parsed.push
         trace.serial = push.sensor.serial
         # Before any measurement is looked at: a token bound to other serials costs us nothing more.
@@ -265,6 +279,7 @@ class PushReceiver:
             log.warning(
                 "sensor %s (%s): %s", loggable(push.sensor.name), push.sensor.serial, loggable(warning, 400)
             )
+        limits = self.config.limits
         converter = Converter(
             parsed,
             limits,

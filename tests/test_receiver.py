@@ -6,6 +6,8 @@ import copy
 import dataclasses
 import datetime
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from flask.testing import FlaskClient
 
 from exporter.app import create_app
 from exporter.config import Config, DeviceToken
+from exporter.processes import wait_until
 from tests.influxfaults import FaultableInflux
 from tests.support import make_config, payload
 
@@ -359,3 +362,33 @@ def test_a_worker_holds_bodies_only_up_to_its_budget(
     assert "AXIS_EXPORTER_MAX_INFLIGHT_BYTES" in response.json["message"]
     assert response.headers["Retry-After"].isdigit()
     assert client.application.extensions["axis_exporter"].body_budget.held == 0, "given back"
+
+
+def test_a_push_holds_its_body_budget_until_it_is_answered(
+    influx: FaultableInflux, bucket: str, tmp_path: Path
+) -> None:
+    body = orjson.dumps(payload("sample-3d-object-data"))
+    config = make_config(influx, bucket, tmp_path, max_inflight_body_bytes=len(body) + 100)
+    assert config.influx is not None
+    slow = dataclasses.replace(config, influx=dataclasses.replace(config.influx, timeout_ms=3000))
+    app = create_app(slow)
+    budget = app.extensions["axis_exporter"].body_budget
+    answers: list[int] = []
+
+    def push() -> None:
+        answers.append(post(app.test_client(), payload("sample-3d-object-data")).status_code)
+
+    influx.pause_influxd()
+    try:
+        first = threading.Thread(target=push)
+        first.start()
+        wait_until(lambda: budget.held > 0, 10, "the first push to hold its body in the budget")
+        time.sleep(0.5)  # parsed and converted by now; its write hangs
+        assert budget.held == len(body), "the budget was given back before the push was answered"
+        second = post(app.test_client(), payload("sample-3d-object-data"))
+        assert second.status_code == 503 and "AXIS_EXPORTER_MAX_INFLIGHT_BYTES" in second.json["message"]
+    finally:
+        influx.resume_influxd()
+        first.join(timeout=30)
+    assert answers == [200], "the first push is stored once influxd goes on"
+    assert budget.held == 0, "given back once answered"
