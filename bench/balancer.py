@@ -14,12 +14,11 @@ sending to a pod that is no longer ready.
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from exporter.influxd_bridge import nginx_command
+from exporter.influxd_bridge import find_program, nginx_command
 from exporter.processes import ChildProcess, ProcessFailed, free_port
 
 PROBE = "/balancer-probe"
@@ -86,9 +85,7 @@ class Balancer:
 
     def start(self, timeout: float = 30.0) -> Balancer:
         """Write the configuration, start nginx and wait until it answers its probe."""
-        nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin")
-        if nginx is None:
-            raise RuntimeError("nginx not found: apt-get install nginx-light (or run ./scripts/setup)")
+        nginx = find_program("nginx")
         command = nginx_command(nginx, self.base_dir, self.http_config(), worker_connections=4096)
         self.process = ChildProcess(command, self.base_dir / "startup.log", name="nginx (balancer)")
 

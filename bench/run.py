@@ -363,6 +363,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds that ``pids`` have used so far (an ended one counts 0)."""
+    return sum(_cpu_seconds(pid) for pid in pids)
+
+
 def storage_pids(influx: LocalInflux) -> dict[str, list[int]]:
     """influxd and the nginx bridge (master and workers) of ``influx``, found by their command lines."""
     found: dict[str, list[int]] = {"influxd": [], "nginx": []}
@@ -386,13 +391,13 @@ def storage_pids(influx: LocalInflux) -> dict[str, list[int]]:
 
 def measured_load(run: Callable[[], LoadResult], groups: dict[str, list[int]]) -> LoadResult:
     """``run`` with the CPU time each process group (and the load generator) spent per request."""
-    before = {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in groups.items()}
+    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     requests = max(result.requests, 1)
     for name, pids in groups.items():
-        spent = sum(_cpu_seconds(pid) for pid in pids) - before[name]
+        spent = cpu_seconds(pids) - before[name]
         result.cpu_ms[name] = spent / requests * 1000
     load = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     result.cpu_ms["wrk"] = load / requests * 1000
@@ -503,6 +508,7 @@ def fixed_rate_load(port: int, bodies: list[bytes], rate: float, seconds: float)
         p50_ms=statistics.median(ordered) * 1000,
         p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
         failures=failures[0],
+        requests=len(latencies),
     )
 
 

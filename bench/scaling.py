@@ -197,7 +197,7 @@ def measure_instances(
     from bench.run import (
         LoadResult,
         Row,
-        _cpu_seconds,
+        cpu_seconds,
         fixed_rate_load,
         measured_load,
         storage_pids,
@@ -251,7 +251,7 @@ def measure_instances(
                 writes = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
                 # The same receivers at a fixed, modest rate: few pushes share a write in any layout.
                 pids = groups["receivers"]
-                cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+                cpu_before = cpu_seconds(pids)
                 before = [counter_totals(r.admin_url) for r in receivers]
                 fixed = fixed_rate_load(port, bodies, fixed_rate, seconds)
                 after = [counter_totals(r.admin_url) for r in receivers]
@@ -261,7 +261,7 @@ def measure_instances(
                     )
                 fixed_pushes = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
                 fixed_writes = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
-                fixed_ms = (sum(_cpu_seconds(pid) for pid in pids) - cpu_before) / max(fixed_pushes, 1) * 1000
+                fixed_ms = (cpu_seconds(pids) - cpu_before) / max(fixed_pushes, 1) * 1000
                 runs[layout].append(
                     LayoutRun(
                         layout,
@@ -320,11 +320,11 @@ def measure_instances(
 
 def idle_cpu_per_second(pids: list[int], seconds: float) -> float:
     """CPU seconds per second ``pids`` spend with no push arriving (timers, the admin process...)."""
-    from bench.run import _cpu_seconds
+    from bench.run import cpu_seconds
 
-    before = sum(_cpu_seconds(pid) for pid in pids)
+    before = cpu_seconds(pids)
     time.sleep(seconds)
-    return (sum(_cpu_seconds(pid) for pid in pids) - before) / seconds
+    return (cpu_seconds(pids) - before) / seconds
 
 
 def measure_capacity(
@@ -339,7 +339,7 @@ def measure_capacity(
     The CPU a receiver spends at rest (per second, measured apart) is taken off before dividing by the
     pushes: it is a cost per receiver, not per push, and at a modest rate it would dominate.
     """
-    from bench.run import Row, _cpu_seconds, fixed_rate_load, storage_pids
+    from bench.run import Row, cpu_seconds, fixed_rate_load, storage_pids
 
     rate = FIXED_RATE / 4 if settings.quick else FIXED_RATE
     storage = storage_pids(influx)
@@ -355,7 +355,7 @@ def measure_capacity(
         storage_ms: list[float] = []
         for round_number in range(settings.repeat):
             progress(f"(f) round {round_number + 1}: {minutes}-minute pushes at {rate:.0f}/s ...")
-            before = (sum(_cpu_seconds(p) for p in pids), sum(_cpu_seconds(p) for p in storage_all))
+            before = (cpu_seconds(pids), cpu_seconds(storage_all))
             started = time.perf_counter()
             result = fixed_rate_load(receiver.port, bodies, rate, settings.steady_seconds)
             elapsed = time.perf_counter() - started
@@ -363,9 +363,9 @@ def measure_capacity(
                 raise RuntimeError(
                     f"(f) {result.failures} pushes failed, or the receiver's processes changed"
                 )
-            done = max(1, round(result.rate * (elapsed - 0.2)))
-            spent = sum(_cpu_seconds(p) for p in pids) - before[0] - idle * elapsed
-            stored = sum(_cpu_seconds(p) for p in storage_all) - before[1] - idle_storage * elapsed
+            done = max(1, result.requests)
+            spent = cpu_seconds(pids) - before[0] - idle * elapsed
+            stored = cpu_seconds(storage_all) - before[1] - idle_storage * elapsed
             receiver_ms.append(max(spent, 0.0) / done * 1000)
             storage_ms.append(max(stored, 0.0) / done * 1000)
         spent_ms = min(receiver_ms)  # the round least disturbed by other work on the machine
@@ -487,16 +487,14 @@ def measure_pod(
 
         try:
             wait_until(read_or_answered, 120, "the receiver to read the push", 0.01)
-        except TimeoutError:
-            receiver.server.stop()
-            raise
-        if answers:
-            receiver.server.stop()
-            raise RuntimeError(f"(g) the receiver never showed the push as read (answers {answers})")
-        signalled = time.perf_counter()
-        os.kill(receiver.pid, signal.SIGTERM)
-        exit_code = receiver.server.process.wait(timeout=120)
-        exited = time.perf_counter() - signalled
+            if answers:
+                raise RuntimeError(f"(g) the receiver never showed the push as read (answers {answers})")
+            signalled = time.perf_counter()
+            os.kill(receiver.pid, signal.SIGTERM)
+            exit_code = receiver.server.process.wait(timeout=120)
+            exited = time.perf_counter() - signalled
+        finally:
+            receiver.server.stop()  # nothing left to stop once it exited
         thread.join(timeout=120)
         if not answers or answers[0][0] != 200 or exit_code != 0:
             raise RuntimeError(f"(g) drain: answered {answers}, exit code {exit_code}")

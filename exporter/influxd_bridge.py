@@ -67,7 +67,8 @@ class _PortTaken(LocalInfluxError):
         self.holder = holder
 
 
-def _find(program: str) -> str:
+def find_program(program: str) -> str:
+    """The path of a Debian program (also in sbin, which a non-root PATH may lack)."""
     found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin")
     if found is None:
         raise LocalInfluxError(f"{program} not found: {INSTALL_HINT}")
@@ -359,7 +360,7 @@ class LocalInflux:
         return port
 
     def _start_influxd(self, *, initial: bool) -> None:
-        influxd = _find("influxd")
+        influxd = find_program("influxd")
         self.influxd_port = self._free_or_moved("influxd", self.influxd_port, initial)
         for attempt in range(3):
             try:
@@ -401,7 +402,7 @@ bind-address = "127.0.0.1:{rpc_port}"
         self._wait_ours("influxd", self._influxd, self.influxd_port, f"{self.influxd_url}/ping", log_path)
 
     def _start_bridge(self, *, initial: bool) -> None:
-        nginx = _find("nginx")
+        nginx = find_program("nginx")
         self.bridge_port = self._free_or_moved("bridge", self.bridge_port, initial)
         for attempt in range(3):
             try:
