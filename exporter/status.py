@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +27,7 @@ from exporter.certs import CA_CERT_FILE, fingerprint_sha256, subject_alt_names
 from exporter.config import Config
 from exporter.deadletter import DeadLetterStore
 from exporter.influxread import InfluxReader, InfluxReadError, quote_regex
+from exporter.localday import resolve_zone
 from exporter.pushlog import PushLog, PushRecord
 from exporter.sensors import MAX_SEND_INTERVAL_SECONDS, SensorRegistry, SensorState, quiet_threshold
 from exporter.sensorsfile import SensorsFile
@@ -151,21 +151,15 @@ def sensor_state(age_seconds: float, push_interval: int | None) -> str:
 
 def local_midnight(timezone: str, now: float) -> tuple[float, str]:
     """Unix time of the last local midnight in ``timezone`` (UTC when unknown) and the zone used."""
-    try:
-        zone = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone, timezone = ZoneInfo("UTC"), "UTC"
+    zone, name = resolve_zone(timezone)
     local = dt.datetime.fromtimestamp(now, zone)
     midnight = dt.datetime.combine(local.date(), dt.time(), tzinfo=zone)  # zoneinfo resolves DST days
-    return midnight.timestamp(), timezone or "UTC"
+    return midnight.timestamp(), name
 
 
 def local_time(timestamp: float, timezone: str) -> str:
     """``timestamp`` as the sensor's wall-clock time, with its zone's abbreviation."""
-    try:
-        zone = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
+    zone, _ = resolve_zone(timezone)
     return dt.datetime.fromtimestamp(timestamp, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
