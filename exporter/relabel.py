@@ -31,7 +31,13 @@ import click
 
 from exporter.config import ConfigError, InfluxConfig, load_config
 from exporter.influxread import InfluxReader, InfluxReadError
-from exporter.lineprotocol import PEOPLE_COUNT, SENSOR_PUSH, escape_key, escape_string_field, escape_tag_value
+from exporter.lineprotocol import (
+    PEOPLE_COUNT,
+    SENSOR_PUSH,
+    escape_key,
+    escape_string_field,
+    tag_set,
+)
 from exporter.localday import LocalCalendar
 from exporter.sensorsfile import LABEL_KEYS, SensorsFile, SensorsFileError
 from exporter.writer import Chunk, InfluxWriter, StorageUnavailable
@@ -207,9 +213,7 @@ class Relabeller:
         return ""
 
     def _lines(self, series: Series, tags: Mapping[str, str], timezone: str) -> list[str]:
-        prefix = escape_key(series.measurement) + "".join(
-            f",{escape_key(key)}={escape_tag_value(value)}" for key, value in sorted(tags.items())
-        )
+        prefix = escape_key(series.measurement) + tag_set(tags)
         calendar = LocalCalendar(tags.get("tz", timezone), self.day_start_minutes)
         lines = []
         for values in series.values:
