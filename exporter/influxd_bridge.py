@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Self
 
+from exporter.influxread import rows_of
 from exporter.processes import ChildProcess, ProcessExited, ProcessNotReady, free_port, log_tail
 
 INSTALL_HINT = "install Debian's packages: apt-get install influxdb nginx-light (or run ./scripts/setup)"
@@ -540,10 +541,6 @@ bind-address = "127.0.0.1:{rpc_port}"
 
     def query(self, database: str, query: str) -> list[dict[str, Any]]:
         """Run InfluxQL; one dict per row (tags of grouped series included), times in unix seconds."""
-        rows: list[dict[str, Any]] = []
-        for statement in self._query_raw(query, database)["results"]:
-            for series in statement.get("series", []):
-                tags = series.get("tags", {})
-                for values in series.get("values", []):
-                    rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
-        return rows
+        return [
+            row for statement in self._query_raw(query, database)["results"] for row in rows_of(statement)
+        ]

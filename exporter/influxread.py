@@ -29,6 +29,16 @@ def quote_regex(value: str) -> str:
     return re.escape(value).replace("/", r"\/")
 
 
+def rows_of(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """One InfluxQL statement's result as rows: one dict per row, its series' tags included."""
+    rows: list[dict[str, Any]] = []
+    for series in statement.get("series", []):
+        tags = series.get("tags") or {}
+        for values in series.get("values", []):
+            rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
+    return rows
+
+
 class InfluxReader:
     """InfluxQL queries against the configured bucket."""
 
@@ -38,15 +48,7 @@ class InfluxReader:
 
     def query(self, statements: list[str]) -> list[list[dict[str, Any]]]:
         """Run ``statements`` in one request; per statement, one dict per row (tags included, unix time)."""
-        tables: list[list[dict[str, Any]]] = []
-        for statement in self.results(statements):
-            rows: list[dict[str, Any]] = []
-            for series in statement.get("series", []):
-                tags = series.get("tags") or {}
-                for values in series.get("values", []):
-                    rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
-            tables.append(rows)
-        return tables
+        return [rows_of(statement) for statement in self.results(statements)]
 
     def results(self, statements: list[str]) -> list[dict[str, Any]]:
         """Run ``statements`` in one request; InfluxDB's result of each (with ``series`` as it gives them)."""
