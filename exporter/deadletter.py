@@ -89,7 +89,7 @@ class DeadLetterStore:
 
     def used_bytes(self) -> int:
         """Bytes the store holds now, junk included (from disk: several worker processes share it)."""
-        return sum(size for _, size in self._files(self.directory)) + self._junk_bytes()
+        return self.usage()[1]
 
     def usage(self) -> tuple[int, int]:
         """Entries and bytes the store holds now, junk samples included."""
