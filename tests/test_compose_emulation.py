@@ -77,8 +77,11 @@ class Emulation:
                 source = str(self.project / "secrets" / mount.source)
             else:
                 source = mount.source
-                if mount.type == "bind" and Path(source).is_relative_to(ROOT) and not Path(source).exists():
-                    source = str(self.project / Path(source).relative_to(ROOT))  # ./sensors: by stack-init
+                if mount.type == "bind" and Path(source).is_relative_to(ROOT):
+                    # What stack-init made (./sensors) comes from the test's project, never from a
+                    # developer's own checkout; the rest (./prometheus, ./grafana) from the repository.
+                    made = self.project / Path(source).relative_to(ROOT)
+                    source = str(made) if made.exists() else source
             mounts.append(MountSpec(mount.type, mount.target, source, mount.read_only, dict(mount.options)))
         environment = {**self.image.env, **svc.environment, **(extra_env or {})}
         environment = {key: self.map_addresses(value) for key, value in environment.items()}
