@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import requests
 import urllib3
@@ -36,7 +37,6 @@ class ExporterProcess:
     admin_port: int
     scheme: str = "http"
     process: ChildProcess | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -89,6 +89,14 @@ class ExporterProcess:
         """Stop gracefully (SIGTERM), then wait."""
         if self.process is not None:
             self.process.stop(timeout=30)
+
+    def crash(self) -> None:
+        """SIGKILL the master, its workers and the admin process at once, as a crashed container ends."""
+        assert self.process is not None, "exporter not started"
+        for pid in [*self.children(), self.process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
 
     def children(self) -> list[int]:
         """Pids of the master's children: the gunicorn workers and the admin process."""

@@ -6,7 +6,6 @@ comparison: InfluxDB holds every delivered minute once, with the values measured
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
@@ -152,12 +151,7 @@ def test_exporter_restarted_and_crashed_mid_run_every_interval_stored_once(
 
     def crash() -> None:
         plan.join()  # the restart must be complete (admin listener included) before the crash
-        process = server.process
-        assert process is not None
-        for pid in [*server.worker_pids(), process.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        server.crash()
 
     plan = FaultPlan([], total_intervals(config))
     plan.steps = [

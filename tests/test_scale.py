@@ -14,10 +14,8 @@ with two workers per receiver and a 90-day backfill (35 MB) as the push in fligh
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import os
 import signal
 import threading
 import time
@@ -82,16 +80,6 @@ class Drain:
     seconds_to_exit: float | None = None
     exit_code: int | None = None
     errors: list[str] = field(default_factory=list)
-
-
-def kill(server: ExporterProcess) -> None:
-    """SIGKILL the gunicorn master, its workers and the admin process at once: a crashed pod."""
-    process = server.process
-    assert process is not None, "receiver not started"
-    for pid in [*server.children(), process.pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 def drain_the_backfill(receivers: list[ExporterProcess], drain: Drain, timeout: float = 90.0) -> None:
@@ -195,7 +183,7 @@ def run_scale(
             thread.start()
 
     def kill_one() -> None:
-        kill(killed)
+        killed.crash()  # a crashed pod
 
     plan = FaultPlan([], total_intervals(fleet_config))
     plan.steps = [(0.2, kill_one), (0.2, plan.later(1.0, killed.start)), (0.35, start_backfill)]
