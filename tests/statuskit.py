@@ -25,11 +25,11 @@ from zoneinfo import ZoneInfo
 import requests
 
 from exporter.certs import IssuedFiles, issue_certificates
-from exporter.processes import ChildProcess, ProcessFailed, free_port, wait_until
+from exporter.processes import free_port, wait_until
 from exporter.sensors import SensorPush, SensorRegistry
 from exporter.statedb import DATABASE_FILE
 from tests.influxfaults import FaultableInflux
-from tests.serveprocess import clean_env
+from tests.serveprocess import ExporterProcess, clean_env
 from tests.support import payload
 
 SIMULATED = ["ACCC8E000001", "ACCC8E000002", "ACCC8E000003"]
@@ -66,14 +66,21 @@ class Commissioned:
 
     influx: FaultableInflux
     bucket: str
-    process: ChildProcess
-    url: str
-    admin_url: str
+    server: ExporterProcess
     tls: IssuedFiles
     state_db: Path
-    log_path: Path
     answers: dict[str, requests.Response] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the push listener (HTTPS)."""
+        return self.server.url
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin listener: the status page."""
+        return self.server.admin_url
 
     def status(self) -> dict[str, Any]:
         """``/api/status`` now."""
@@ -81,10 +88,6 @@ class Commissioned:
         assert response.status_code == 200, f"/api/status answered {response.status_code}: {response.text}"
         document: dict[str, Any] = response.json()
         return document
-
-    def log(self) -> str:
-        """The receiver's output so far."""
-        return self.log_path.read_text(errors="replace")
 
 
 def _post(
@@ -130,7 +133,6 @@ def commission(base: Path) -> Iterator[Commissioned]:
     influx.create_database(bucket)
     tls = issue_certificates(base / "tls", ["127.0.0.1"])
     runtime = base / "runtime"
-    port, admin_port = free_port(), free_port()
     tokens = (
         f"{FLEET_TOKEN}:{'|'.join([*SIMULATED, *(s for _, s, _ in MIDNIGHT_SENSORS)])},"
         f"{OTHER_TOKEN}:{NEVER_SEEN_SERIAL}"
@@ -145,32 +147,31 @@ def commission(base: Path) -> Iterator[Commissioned]:
         "AXIS_EXPORTER_DEADLETTER_DIR": str(base / "deadletter"),
         "AXIS_EXPORTER_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "PROMETHEUS_MULTIPROC_DIR": str(runtime),
+        "AXIS_EXPORTER_WORKERS": "2",
     }
     sensors_file = base / "sensors.yml"
     sensors_file.write_text(SENSORS_FILE, encoding="utf-8")
-    log_path = base / "serve.log"
-    process = ChildProcess(
-        [
-            sys.executable, "-m", "exporter", "serve",
-            "--bind", f"127.0.0.1:{port}", "--admin-bind", f"127.0.0.1:{admin_port}",
-            "--workers", "2", "--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key),
-            "--sensors-file", str(sensors_file),
+    server = ExporterProcess(
+        env=env,
+        args=[
+            *("--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key)),
+            *("--sensors-file", str(sensors_file)),
         ],
-        log_path, name="serve", env=env,
-    )  # fmt: skip
+        log_path=base / "serve.log",
+        port=free_port(),
+        admin_port=free_port(),
+        scheme="https",
+    )
     session = Commissioned(
         influx=influx,
         bucket=bucket,
-        process=process,
-        url=f"https://127.0.0.1:{port}",
-        admin_url=f"http://127.0.0.1:{admin_port}",
+        server=server,
         tls=tls,
         state_db=runtime / DATABASE_FILE,
-        log_path=log_path,
         secrets=[FLEET_TOKEN, OTHER_TOKEN, WRONG_TOKEN, influx.token],
     )
     try:
-        _wait_until_up(session)
+        server.start()
         simulate = subprocess.run(
             [
                 sys.executable, "-m", "exporter", "simulate", f"{session.url}", "--sensors", "3",
@@ -198,7 +199,7 @@ def commission(base: Path) -> Iterator[Commissioned]:
         _wait_for_the_push_log(session)
         yield session
     finally:
-        process.stop(timeout=30)
+        server.stop()
         influx.close()
 
 
@@ -237,15 +238,3 @@ def _wait_for_the_push_log(session: Commissioned, timeout: float = 10.0) -> None
         "the last push to reach the push log",
         interval=0.1,
     )
-
-
-def _wait_until_up(session: Commissioned, timeout: float = 30.0) -> None:
-    def up() -> bool:
-        requests.get(f"{session.admin_url}/healthz", timeout=1)
-        requests.get(f"{session.url}/healthz", timeout=1, verify=str(session.tls.ca_cert))
-        return True
-
-    try:
-        session.process.wait_ready(up, timeout, interval=0.1)
-    except ProcessFailed as exc:
-        raise AssertionError(f"{exc.reason}:\n{session.log()}") from None
