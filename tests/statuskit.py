@@ -90,9 +90,10 @@ class Commissioned:
         return document
 
 
-def _post(
+def post(
     url: str, body: bytes, token: str, ca: Path, content_type: str = "application/json"
 ) -> requests.Response:
+    """POST ``body`` to the receiver at ``url`` with ``token``, trusting ``ca``."""
     headers = {"Content-Type": content_type, "Authorization": f"Bearer {token}"}
     return requests.post(f"{url}/push", data=body, headers=headers, timeout=30, verify=str(ca))
 
@@ -185,15 +186,15 @@ def commission(base: Path) -> Iterator[Commissioned]:
         now = dt.datetime.now(dt.UTC)
         ca = tls.ca_cert
         for zone, serial, name in MIDNIGHT_SENSORS:
-            answer = _post(session.url, orjson.dumps(midnight_push(zone, serial, name, now)), FLEET_TOKEN, ca)
+            answer = post(session.url, orjson.dumps(midnight_push(zone, serial, name, now)), FLEET_TOKEN, ca)
             assert answer.status_code == 200, f"midnight push of {serial}: {answer.status_code} {answer.text}"
         camera = orjson.dumps(midnight_push("Europe/Stockholm", SIMULATED[0], "axis-accc8e000001", now))
         session.answers = {
-            "wrong_token": _post(session.url, camera, WRONG_TOKEN, ca),
-            "other_serial": _post(session.url, camera, OTHER_TOKEN, ca),
-            "malformed": _post(session.url, b'{"sensor": {"serial": "ACCC8E000002"', FLEET_TOKEN, ca),
-            "too_large": _post(session.url, b"x" * (MAX_BODY_BYTES + 1), FLEET_TOKEN, ca),
-            "content_type": _post(session.url, camera, FLEET_TOKEN, ca, content_type="application/xml"),
+            "wrong_token": post(session.url, camera, WRONG_TOKEN, ca),
+            "other_serial": post(session.url, camera, OTHER_TOKEN, ca),
+            "malformed": post(session.url, b'{"sensor": {"serial": "ACCC8E000002"', FLEET_TOKEN, ca),
+            "too_large": post(session.url, b"x" * (MAX_BODY_BYTES + 1), FLEET_TOKEN, ca),
+            "content_type": post(session.url, camera, FLEET_TOKEN, ca, content_type="application/xml"),
         }
         _age_two_sensors(session.state_db, now.timestamp())
         _wait_for_the_push_log(session)

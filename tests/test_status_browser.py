@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -25,6 +24,7 @@ from tests.statuskit import (
     TODAY_OUT,
     Commissioned,
     midnight_push,
+    post,
 )
 
 
@@ -126,13 +126,7 @@ def test_during_an_influxdb_outage_the_page_says_so_and_shows_the_rest(
         now_push = midnight_push(
             "America/New_York", SIMULATED[1], "axis-accc8e000002", dt.datetime.now(dt.UTC)
         )
-        answer = requests.post(
-            f"{commissioned.url}/push",
-            data=orjson.dumps(now_push),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {FLEET_TOKEN}"},
-            timeout=30,
-            verify=str(commissioned.tls.ca_cert),
-        )
+        answer = post(commissioned.url, orjson.dumps(now_push), FLEET_TOKEN, commissioned.tls.ca_cert)
         assert answer.status_code == 503, answer.text
 
         def reports_the_outage() -> bool:
